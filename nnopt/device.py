@@ -1,0 +1,86 @@
+"""Where and how experiments run: device choice, seeding, dtypes and problem scale.
+
+The book runs on a laptop CPU by default. One switch scales every chapter up on a GPU:
+set the environment variable ``NNOPT_SCALE=large`` before starting Jupyter (see the
+README). Chapters ask :func:`scaled` for their sizes and :func:`default_device` for the
+device, so no chapter ever names a device itself.
+
+Dtype policy
+------------
+* Verification (comparisons against a closed form or a dense reference, where the
+  claim is "agrees to 1e-10") runs in ``float64``: :data:`VERIFY_DTYPE`.
+* Experiments (training networks, timing) run in ``float32``: :data:`EXPERIMENT_DTYPE`,
+  the dtype a GPU is fast in.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from .validation import check_choice, check_int
+
+__all__ = [
+    "VERIFY_DTYPE",
+    "EXPERIMENT_DTYPE",
+    "SCALE_ENV_VAR",
+    "default_device",
+    "seed_everything",
+    "make_generator",
+    "scale",
+    "scaled",
+]
+
+VERIFY_DTYPE = torch.float64
+EXPERIMENT_DTYPE = torch.float32
+SCALE_ENV_VAR = "NNOPT_SCALE"
+_SCALES = ("default", "large")
+
+T = TypeVar("T")
+
+
+def default_device() -> torch.device:
+    """CUDA if a GPU is visible to torch, else the CPU.
+
+    ``NNOPT_DEVICE`` (e.g. ``cpu``) overrides the choice, to force the CPU on a GPU machine.
+    """
+    forced = os.environ.get("NNOPT_DEVICE")
+    if forced:
+        return torch.device(forced)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python's, NumPy's and torch's global generators (CPU and CUDA).
+
+    Returns a fresh CPU :class:`torch.Generator` seeded with ``seed``, which is what
+    ``nnopt``'s randomised functions take: they never draw from the global RNG silently.
+    """
+    seed = check_int(seed, "seed", minimum=0)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return make_generator(seed)
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A :class:`torch.Generator` on ``device`` seeded with ``seed``."""
+    seed = check_int(seed, "seed", minimum=0)
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+def scale() -> str:
+    """The experiment scale chosen by ``NNOPT_SCALE``: ``"default"`` (CPU) or ``"large"``."""
+    value = os.environ.get(SCALE_ENV_VAR, "default").strip().lower() or "default"
+    return check_choice(value, SCALE_ENV_VAR, _SCALES)
+
+
+def scaled(default: T, large: T) -> T:
+    """Return ``default`` at the default scale and ``large`` when ``NNOPT_SCALE=large``."""
+    return large if scale() == "large" else default

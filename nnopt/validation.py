@@ -1,0 +1,144 @@
+"""Argument validation shared by every public ``nnopt`` function.
+
+Each helper raises :class:`TypeError` (wrong kind of object or dtype) or
+:class:`ValueError` (right kind, wrong value: shape, sign, non-finite entries,
+devices) with a message that names the argument and states what was expected,
+so that a reader who passes a bad input learns what to change.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import torch
+
+__all__ = [
+    "check_tensor",
+    "check_same_device",
+    "check_same_dtype",
+    "check_positive",
+    "check_int",
+    "check_probability",
+    "check_choice",
+]
+
+
+def _describe_shape(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+
+
+def check_tensor(
+    value: object,
+    name: str,
+    *,
+    ndim: int | Sequence[int] | None = None,
+    shape: Sequence[int | None] | None = None,
+    floating: bool = True,
+    finite: bool = True,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Check that ``value`` is a tensor fit to be the argument ``name``.
+
+    Parameters
+    ----------
+    ndim
+        Allowed number of dimensions (an int or a collection of ints).
+    shape
+        Expected shape; ``None`` entries match any size.
+    floating
+        Require a floating-point dtype (integer and boolean tensors are refused,
+        since every computation in ``nnopt`` is differentiable).
+    finite
+        Require every entry to be finite (no NaN or infinity).
+    dtype
+        Require exactly this dtype.
+
+    Returns the tensor unchanged, so calls can be chained.
+    """
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if value.ndim not in allowed:
+            want = " or ".join(str(a) for a in allowed)
+            raise ValueError(
+                f"{name} must have {want} dimension(s), got shape {tuple(value.shape)}"
+            )
+    if shape is not None:
+        if value.ndim != len(shape) or any(
+            s is not None and s != v for s, v in zip(shape, value.shape)
+        ):
+            raise ValueError(
+                f"{name} must have shape {_describe_shape(shape)}, got {tuple(value.shape)}"
+            )
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {value.dtype}")
+    if floating and not value.is_floating_point():
+        raise TypeError(
+            f"{name} must have a floating-point dtype (float32 or float64), got {value.dtype}"
+        )
+    if finite and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} must contain only finite values (found NaN or infinity)")
+    return value
+
+
+def check_same_device(**tensors: torch.Tensor) -> torch.device:
+    """Check that all named tensors live on one device and return it."""
+    devices = {name: t.device for name, t in tensors.items()}
+    unique = set(devices.values())
+    if len(unique) > 1:
+        listing = ", ".join(f"{n} on {d}" for n, d in devices.items())
+        raise ValueError(f"arguments must be on the same device, got {listing}")
+    return next(iter(unique))
+
+
+def check_same_dtype(**tensors: torch.Tensor) -> torch.dtype:
+    """Check that all named tensors share one dtype and return it."""
+    dtypes = {name: t.dtype for name, t in tensors.items()}
+    unique = set(dtypes.values())
+    if len(unique) > 1:
+        listing = ", ".join(f"{n} is {d}" for n, d in dtypes.items())
+        raise TypeError(f"arguments must have the same dtype, got {listing}")
+    return next(iter(unique))
+
+
+def check_positive(value: object, name: str, *, strict: bool = True) -> float:
+    """Check that ``value`` is a finite real number, > 0 (or >= 0 if not ``strict``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    x = float(value)
+    if not math.isfinite(x):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if strict and x <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if not strict and x < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return x
+
+
+def check_int(value: object, name: str, *, minimum: int | None = None) -> int:
+    """Check that ``value`` is an integer (not a bool), at least ``minimum`` if given."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    n = int(value)
+    if minimum is not None and n < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {n}")
+    return n
+
+
+def check_probability(value: object, name: str, *, allow_zero: bool = False) -> float:
+    """Check that ``value`` lies in (0, 1] (or [0, 1] with ``allow_zero``)."""
+    p = check_positive(value, name, strict=not allow_zero)
+    if p > 1:
+        interval = "[0, 1]" if allow_zero else "(0, 1]"
+        raise ValueError(f"{name} must lie in {interval}, got {value}")
+    return p
+
+
+def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
+    """Check that ``value`` is one of the strings in ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
