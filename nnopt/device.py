@@ -35,8 +35,11 @@ __all__ = [
     "scaled",
 ]
 
+#: dtype of verification against closed forms and dense references.
 VERIFY_DTYPE = torch.float64
+#: dtype of training experiments and timings.
 EXPERIMENT_DTYPE = torch.float32
+#: Name of the environment variable that scales experiments up (``NNOPT_SCALE=large``).
 SCALE_ENV_VAR = "NNOPT_SCALE"
 _SCALES = ("default", "large")
 

@@ -97,10 +97,11 @@ def least_squares_gd(
     return gradient_descent(lambda w: -(X.T @ (y - X @ w)), w0, lr, steps)
 
 
-def _rank_tolerance(s: torch.Tensor, shape: tuple[int, int]) -> float:
+def _rank_tolerance(s: torch.Tensor, size: int) -> float:
+    """Singular values below this count as zero (the convention of numpy.linalg.matrix_rank)."""
     if s.numel() == 0:
         return 0.0
-    return float(s.max()) * max(shape) * torch.finfo(s.dtype).eps
+    return float(s.max()) * size * torch.finfo(s.dtype).eps
 
 
 def least_squares_flow(
@@ -119,7 +120,7 @@ def least_squares_flow(
     _check_problem(X, y, w0, "w0")
     times = _check_times(t, X)
     u, s, vh = torch.linalg.svd(X, full_matrices=False)
-    keep = s > _rank_tolerance(s, tuple(X.shape))
+    keep = s > _rank_tolerance(s, max(X.shape))
     s, v = s[keep], vh[keep].T
     w_star = v @ ((u[:, keep].T @ y) / s)  # X⁺y, the minimum-norm solution
     coeff = v.T @ (w_star - w0)  # (r,)

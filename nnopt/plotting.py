@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib as mpl
 import matplotlib.pyplot as plt
+from cycler import cycler
 
 __all__ = ["COLORS", "use_book_style", "figure"]
 
+#: The palette, in the order series are drawn (Okabe–Ito, colour-blind safe).
 COLORS = (
     "#0072B2",  # blue
     "#D55E00",  # vermillion
@@ -38,13 +39,13 @@ _STYLE: dict[str, Any] = {
     "axes.spines.right": False,
     "legend.frameon": False,
     "lines.linewidth": 1.8,
-    "axes.prop_cycle": mpl.cycler(color=list(COLORS)),
+    "axes.prop_cycle": cycler(color=list(COLORS)),
 }
 
 
 def use_book_style() -> None:
     """Apply the book's matplotlib style (idempotent)."""
-    mpl.rcParams.update(_STYLE)
+    plt.style.use(_STYLE)
 
 
 def figure(ncols: int = 1, nrows: int = 1, *, width: float = 6.4, height: float = 4.0,

@@ -51,11 +51,15 @@ def check_tensor(
         Require a floating-point dtype (integer and boolean tensors are refused,
         since every computation in ``nnopt`` is differentiable).
     finite
-        Require every entry to be finite (no NaN or infinity).
+        Require every entry to be finite (no NaN or infinity). Tensors on the ``meta``
+        device carry no data and are not checked.
     dtype
         Require exactly this dtype.
 
-    Returns the tensor unchanged, so calls can be chained.
+    Returns
+    -------
+    torch.Tensor
+        ``value`` itself, so calls can be chained.
     """
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
@@ -79,7 +83,8 @@ def check_tensor(
         raise TypeError(
             f"{name} must have a floating-point dtype (float32 or float64), got {value.dtype}"
         )
-    if finite and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+    if (finite and value.is_floating_point() and not value.is_meta
+            and not bool(torch.isfinite(value).all())):
         raise ValueError(f"{name} must contain only finite values (found NaN or infinity)")
     return value
 

@@ -1,0 +1,53 @@
+"""Stored notebook outputs must be what the current code produces.
+
+``scripts/run_notebooks.py`` stamps each executed notebook with a fingerprint of nnopt's sources
+and the notebook's code cells. If either changed after the outputs were stored, the fingerprint
+no longer matches and this test names the notebook to re-run. It also checks that the stored run
+is complete: every code cell executed once, in order, with no error output.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scripts.book_files import ROOT, book_notebooks, notebook_fingerprint, toc_files
+
+NOTEBOOKS = book_notebooks()
+
+
+def test_every_toc_entry_exists() -> None:
+    missing = [f for f in toc_files()
+               if not (ROOT / f"{f}.ipynb").exists() and not (ROOT / f"{f}.md").exists()]
+    assert not missing, f"_toc.yml names files that do not exist: {missing}"
+
+
+def test_every_chapter_notebook_is_in_the_toc() -> None:
+    listed = {str(p.relative_to(ROOT)) for p in NOTEBOOKS}
+    on_disk = {str(p.relative_to(ROOT)) for p in (ROOT / "chapters").glob("*.ipynb")}
+    assert on_disk <= listed, f"chapters missing from _toc.yml: {sorted(on_disk - listed)}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_outputs_are_current(path) -> None:  # type: ignore[no-untyped-def]
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    stamp = nb.get("metadata", {}).get("nnopt", {})
+    hint = f"re-run: python scripts/run_notebooks.py {path.relative_to(ROOT)}"
+    assert "fingerprint" in stamp, f"{path.name} was not executed by run_notebooks.py; {hint}"
+    assert stamp["fingerprint"] == notebook_fingerprint(nb), (
+        f"{path.name}: nnopt or the notebook's code changed since its outputs were stored; {hint}"
+    )
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    counts = [c.get("execution_count") for c in code]
+    assert counts == list(range(1, len(code) + 1)), f"{path.name}: cells not run once, in order; {hint}"
+    errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, f"{path.name} has stored error outputs"
+
+
+def test_fingerprint_changes_with_the_code() -> None:
+    nb = json.loads(NOTEBOOKS[0].read_text(encoding="utf-8"))
+    before = notebook_fingerprint(nb)
+    first_code = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    first_code["source"] = "".join(first_code["source"]) + "\nx = 1"
+    assert notebook_fingerprint(nb) != before

@@ -1,0 +1,97 @@
+"""nnopt.validation: every helper names the argument and the expectation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nnopt.validation import (check_choice, check_int, check_positive, check_probability,
+                              check_same_device, check_same_dtype, check_tensor)
+
+
+def test_check_tensor_accepts_and_returns_good_input():
+    x = torch.zeros(2, 3)
+    assert check_tensor(x, "x", ndim=2, shape=(None, 3)) is x
+
+
+@pytest.mark.parametrize(
+    "value, kwargs, exc, match",
+    [
+        ([1.0], {}, TypeError, "x must be a torch.Tensor, got list"),
+        (torch.zeros(2), {"ndim": 2}, ValueError, "x must have 2 dimension"),
+        (torch.zeros(2, 3), {"ndim": (1, 3)}, ValueError, "1 or 3"),
+        (torch.zeros(2, 3), {"shape": (2, 4)}, ValueError, r"shape \(2, 4\), got \(2, 3\)"),
+        (torch.zeros(2, 3), {"shape": (None, 4)}, ValueError, r"\(\*, 4\)"),
+        (torch.zeros(2, dtype=torch.int64), {}, TypeError, "floating-point"),
+        (torch.tensor([1.0, float("inf")]), {}, ValueError, "finite"),
+        (torch.tensor([float("nan")]), {}, ValueError, "finite"),
+        (torch.zeros(2), {"dtype": torch.float64}, TypeError, "dtype torch.float64"),
+    ],
+)
+def test_check_tensor_errors(value, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        check_tensor(value, "x", **kwargs)
+
+
+def test_non_finite_allowed_when_asked():
+    check_tensor(torch.tensor([float("nan")]), "x", finite=False)
+    check_tensor(torch.tensor([1, 2]), "x", floating=False)
+
+
+def test_same_device_and_dtype():
+    a, b = torch.zeros(1), torch.zeros(1, device="meta")
+    assert check_same_device(a=a, c=torch.ones(2)) == torch.device("cpu")
+    with pytest.raises(ValueError, match="a on cpu, b on meta"):
+        check_same_device(a=a, b=b)
+    with pytest.raises(TypeError, match="a is torch.float32, b is torch.float64"):
+        check_same_dtype(a=a, b=torch.zeros(1, dtype=torch.float64))
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_check_positive_agrees_with_definition(x):
+    if math.isfinite(x) and x > 0:
+        assert check_positive(x, "lr") == x
+    else:
+        with pytest.raises(ValueError, match="lr must be"):
+            check_positive(x, "lr")
+
+
+def test_check_positive_non_strict_and_types():
+    assert check_positive(0, "t", strict=False) == 0.0
+    with pytest.raises(ValueError, match="t must be >= 0"):
+        check_positive(-1e-9, "t", strict=False)
+    with pytest.raises(TypeError, match="lr must be a real number, got str"):
+        check_positive("0.1", "lr")
+    with pytest.raises(TypeError, match="lr must be a real number, got bool"):
+        check_positive(True, "lr")
+
+
+@given(st.integers(-100, 100))
+def test_check_int_minimum(n):
+    if n >= 0:
+        assert check_int(n, "steps", minimum=0) == n
+    else:
+        with pytest.raises(ValueError, match="steps must be >= 0"):
+            check_int(n, "steps", minimum=0)
+
+
+def test_check_int_rejects_floats_and_bools():
+    with pytest.raises(TypeError, match="n must be an integer, got float"):
+        check_int(2.0, "n")
+    with pytest.raises(TypeError, match="got bool"):
+        check_int(False, "n")
+
+
+def test_check_probability_and_choice():
+    assert check_probability(1, "p") == 1.0
+    for bad in (0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"p must"):
+            check_probability(bad, "p")
+    assert check_probability(0, "p", allow_zero=True) == 0.0
+    assert check_choice("a", "mode", ["a", "b"]) == "a"
+    with pytest.raises(ValueError, match=r"mode must be one of \['a', 'b'\], got 'c'"):
+        check_choice("c", "mode", ["a", "b"])
