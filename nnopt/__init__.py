@@ -3,14 +3,25 @@
 Modules are named after the ideas of the book:
 
 * :mod:`nnopt.flows` — gradient descent and gradient flow on least squares (chapter 1)
+* :mod:`nnopt.ntk` — empirical tangent kernels, κ_f, scaled and antisymmetric models (chapter 2)
+* :mod:`nnopt.curvature` — certified sharpness (top Hessian eigenvalues), GD with sharpness tracking (chapter 3)
+* :mod:`nnopt.hardness` — SUBSET-SUM reduction, parities, gradient variance, exact ReLU constructions (chapter 4)
+* :mod:`nnopt.landscapes` — PCA, matrix completion, strict saddles, perturbed GD (chapters 5–7)
+* :mod:`nnopt.optim` — ADLER and its outer-product variant (chapter 10)
+* :mod:`nnopt.autodiff` — parameter dicts, Hessian-vector, Jacobian-vector and vector-Jacobian products
+* :mod:`nnopt.linalg` — matrix-free operators, Lanczos, power iteration, Gershgorin bounds
 * :mod:`nnopt.symbolic` — sympy-checked derivation steps and the ledger of verified equations
-* :mod:`nnopt.device` — device choice, seeding, dtype policy and the ``NNOPT_SCALE`` switch
+* :mod:`nnopt.device` — device choice, seeding, threads, dtype policy and the ``NNOPT_SCALE`` switch
 * :mod:`nnopt.plotting` — the book's figure style
 * :mod:`nnopt.validation` — argument checks with messages that name the argument
 """
 
-from . import device, flows, plotting, symbolic, validation
+from . import (autodiff, curvature, device, flows, hardness, landscapes, linalg, ntk, optim, plotting,
+               symbolic, validation)
 
 __version__ = "0.1.0"
 
-__all__ = ["device", "flows", "plotting", "symbolic", "validation", "__version__"]
+__all__ = [
+    "autodiff", "curvature", "device", "flows", "hardness", "landscapes", "linalg", "ntk", "optim",
+    "plotting", "symbolic", "validation", "__version__",
+]

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import numpy as np
@@ -33,6 +35,7 @@ __all__ = [
     "make_generator",
     "scale",
     "scaled",
+    "torch_threads",
 ]
 
 #: dtype of verification against closed forms and dense references.
@@ -87,3 +90,19 @@ def scale() -> str:
 def scaled(default: T, large: T) -> T:
     """Return ``default`` at the default scale and ``large`` when ``NNOPT_SCALE=large``."""
     return large if scale() == "large" else default
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the enclosed block with ``n`` intra-op torch threads, then restore the previous count.
+
+    Loops of thousands of tiny tensor operations (online SGD, small batched GD) run faster on
+    one thread than on several, where the threading overhead exceeds the work per operation.
+    """
+    n = check_int(n, "n", minimum=1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nnopt.device import (EXPERIMENT_DTYPE, VERIFY_DTYPE, default_device, make_generator, scale,
-                          scaled, seed_everything)
+                          scaled, seed_everything, torch_threads)
 
 
 def test_default_device_follows_cuda_and_override(monkeypatch):
@@ -50,3 +50,16 @@ def test_scale_switch(monkeypatch):
 
 def test_dtype_policy():
     assert VERIFY_DTYPE == torch.float64 and EXPERIMENT_DTYPE == torch.float32
+
+
+def test_torch_threads_sets_and_restores():
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(1):
+        raise RuntimeError("restored even on error")
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        with torch_threads(0):
+            pass
