@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 
-# Float32 results depend on the thread count; every run uses the reference CPU's two threads.
+# Float32 results depend on the thread count: notebooks run (and were stored) with the reference
+# CPU's two threads unless the caller chose otherwise (tasks.py gives unit-test workers one each).
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("MKL_NUM_THREADS", "2")
 

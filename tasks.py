@@ -70,12 +70,24 @@ def book() -> int:
     return run(PY, "scripts/build_book.py")
 
 
+def _threads(n: int) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n), "PYTHONHASHSEED": "0"}
+
+
 def test(extra: list[str]) -> int:
+    """Unit, property, freshness, typing and browser tests on two processes of one thread each;
+    then every notebook under nbval, one at a time on two threads, as they were stored.
+
+    Two notebook kernels of two threads each on a 2-core machine oversubscribe it so badly that
+    a 20-second chapter takes minutes, hence the second, serial run.
+    """
     ensure_venv()
     ensure_chromium()
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "PYTHONHASHSEED": "0"}
-    return run(PY, "-m", "pytest", "-n", "2", "--dist", "loadfile", "--nbval-lax",
-               "-p", "no:cacheprovider", "tests", "chapters", "back", *extra, env=env)
+    pytest = [PY, "-m", "pytest", "-p", "no:cacheprovider"]
+    unit = run(*pytest, "-n", "2", "--dist", "loadfile", "tests", *extra, env=_threads(1))
+    notebooks = run(*pytest, "-p", "no:xdist", "--nbval-lax", "chapters", "back", *extra,
+                    env=_threads(2))
+    return unit or notebooks
 
 
 def notebooks(paths: list[str]) -> int:
