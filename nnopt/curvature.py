@@ -58,7 +58,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _METHODS = ("double-backward", "forward-over-reverse")
 
 
-class HessianOperator:
+class HessianOperator(linalg.StoredShapeOperator):
     """∇²L(w) of L(w) = loss_fn(f(x; w), y) as a matrix-free symmetric operator.
 
     ``matvec(v)`` returns ∇²L(w) v for a flat vector v of length P (the number of
@@ -83,9 +83,7 @@ class HessianOperator:
         self.model, self.loss_fn, self.x, self.y = model, loss_fn, x, y
         self.params: Params = {k: t.detach() for k, t in p.items()}
         first = next(iter(self.params.values()))
-        self._size = num_params(self.params)
-        self._dtype, self._device = first.dtype, first.device
-        self.n_matvecs = 0
+        self._set_shape(num_params(self.params), first.dtype, first.device)
         with torch.enable_grad():
             leaves = {k: t.clone().requires_grad_(True) for k, t in self.params.items()}
             loss = loss_fn(torch.func.functional_call(model, leaves, (x,)), y)
@@ -105,18 +103,6 @@ class HessianOperator:
             self._leaves = list(leaves.values())
             self._grads = grads
             self._live = [i for i, g in enumerate(grads) if g.requires_grad]
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self._device
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """∇²L(w) v for a flat vector v of length P."""

@@ -46,6 +46,7 @@ __all__ = [
     "FunctionOperator",
     "as_operator",
     "EigenResult",
+    "StoredShapeOperator",
     "power_iteration",
     "lanczos",
     "gershgorin_bounds",
@@ -106,15 +107,19 @@ class DenseOperator:
         return self.matrix @ v
 
 
-class FunctionOperator:
-    """An operator given by a function ``fn(v) = A v`` on vectors of length ``size``."""
+class StoredShapeOperator:
+    """Base for operators whose size, dtype and device are fixed at construction.
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], size: int, *,
-                 dtype: torch.dtype = torch.float64,
-                 device: torch.device | str = "cpu") -> None:
-        if not callable(fn):
-            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-        self._fn = fn
+    Subclasses call ``_set_shape(size, dtype, device)`` and implement ``matvec``; this class
+    provides the three protocol properties and the ``n_matvecs`` counter.
+    """
+
+    _size: int
+    _dtype: torch.dtype
+    _device: torch.device
+    n_matvecs: int
+
+    def _set_shape(self, size: int, dtype: torch.dtype, device: torch.device | str) -> None:
         self._size = check_int(size, "size", minimum=1)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
@@ -133,6 +138,18 @@ class FunctionOperator:
     @property
     def device(self) -> torch.device:
         return self._device
+
+
+class FunctionOperator(StoredShapeOperator):
+    """An operator given by a function ``fn(v) = A v`` on vectors of length ``size``."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], size: int, *,
+                 dtype: torch.dtype = torch.float64,
+                 device: torch.device | str = "cpu") -> None:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        self._fn = fn
+        self._set_shape(size, dtype, device)
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         self.n_matvecs += 1
