@@ -299,7 +299,7 @@ def lanczos(A: object, k: int = 1, *, v0: torch.Tensor | None = None, tol: float
     """The k algebraically largest eigenvalues of a symmetric A by Lanczos.
 
     Builds an orthonormal basis q₁, …, q_m of the Krylov space span{v₀, A v₀, …, A^{m−1} v₀}
-    in a preallocated n × (m+1) array, with full reorthogonalisation (each new vector is
+    in a preallocated (m+1) × n array (one contiguous row per vector), with full reorthogonalisation (each new vector is
     orthogonalised twice against all previous ones, so the basis stays orthonormal to
     working precision and no spurious copies of converged Ritz values appear). The
     recurrence A Q_m = Q_m T_m + β_m q_{m+1} e_mᵀ with tridiagonal T_m gives, for each
@@ -332,10 +332,11 @@ def lanczos(A: object, k: int = 1, *, v0: torch.Tensor | None = None, tol: float
     q = _start_vector(op, v0, seed)
 
     n = op.size
-    Q = torch.zeros((n, m_max + 1), dtype=op.dtype, device=op.device)  # preallocated basis
+    # preallocated basis, one contiguous row per Lanczos vector
+    Q = torch.empty((m_max + 1, n), dtype=op.dtype, device=op.device)
     alpha = torch.zeros(m_max, dtype=torch.float64)
     beta = torch.zeros(m_max, dtype=torch.float64)
-    Q[:, 0] = q
+    Q[0] = q
     history: list[float] = []
     breakdown_tol = 1e3 * torch.finfo(op.dtype).eps
     scale = 0.0  # running estimate of ‖A‖ for the breakdown test
@@ -345,14 +346,14 @@ def lanczos(A: object, k: int = 1, *, v0: torch.Tensor | None = None, tol: float
     converged = False
     invariant = False
     for j in range(m_max):
-        w = _check_result_vector(op.matvec(Q[:, j]), op).clone()
+        w = _check_result_vector(op.matvec(Q[j]), op).clone()
         m = j + 1
-        a = float(Q[:, j] @ w)
+        a = float(Q[j] @ w)
         alpha[j] = a
         # full reorthogonalisation, twice ("twice is enough", Parlett)
-        basis = Q[:, :m]
-        w -= basis @ (basis.T @ w)
-        w -= basis @ (basis.T @ w)
+        basis = Q[:m]
+        w -= basis.T @ (basis @ w)
+        w -= basis.T @ (basis @ w)
         b = float(torch.linalg.vector_norm(w))
         beta[j] = b
         T = torch.diag(alpha[:m])
@@ -375,12 +376,12 @@ def lanczos(A: object, k: int = 1, *, v0: torch.Tensor | None = None, tol: float
                 break
         if invariant or m == m_max:
             break
-        Q[:, m] = w / b
+        Q[m] = w / b
 
     kk = min(k, m)
     values = theta[:kk]
     residuals = (beta[m - 1] * S[m - 1, :kk]).abs()
-    vectors = Q[:, :m] @ S[:, :kk].to(dtype=op.dtype, device=op.device)
+    vectors = Q[:m].T @ S[:, :kk].to(dtype=op.dtype, device=op.device)
     vectors = vectors / torch.linalg.vector_norm(vectors, dim=0, keepdim=True)
     converged = converged or bool(
         (residuals <= tol * values.abs()).all() and kk == k and m >= min_iter)

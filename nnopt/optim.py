@@ -32,11 +32,21 @@ differentiating ⟨G(r), G⟩ with respect to r gives J G (the "double-vjp" form
 reuses the activations of the one forward pass, so a step costs one forward, one backward and
 one backward-of-the-backward (about 1.6 SGD steps for an MLP; see
 ``benchmarks/bench_adler.py``).
+
+Host synchronisation. On an accelerator a step never reads a device value on the host: η, the
+running average and the validity flags stay on the device, and an invalid step (non-finite
+loss, loss not convex in the outputs, infinite η, class index out of range) is skipped there
+with a mask. With the default ``on_invalid="raise"`` the error is then deferred: each step
+starts a non-blocking copy of a few flags to pinned host memory, a later ``step()`` raises
+``ValueError`` (naming the step) once that copy has landed, and ``check_invalid()`` waits for
+all of them, which is what to call at the end of training or at a logging point. On the CPU
+reading a scalar is free, and an invalid step raises at once, before anything is changed.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -55,6 +65,15 @@ _ON_INVALID = ("raise", "skip")
 # a computed uᵀ∇²𝓛u below -_CONVEX_TOL·(sum of the magnitudes of its terms) cannot be
 # round-off: the loss is not convex in the outputs along u
 _CONVEX_TOL_ULPS = 1024.0
+
+
+def _sync_free(device: torch.device) -> bool:
+    """Whether a step on ``device`` must not read device values on the host.
+
+    True off the CPU. The tests replace this function to run the accelerator's code path
+    (masking, deferred errors) on the CPU.
+    """
+    return device.type != "cpu"
 
 
 # --------------------------------------------------------------------------- checks
@@ -151,8 +170,8 @@ def _loss_and_residual(
         p = logp.exp()
         n = o.shape[0]
         value = F.nll_loss(logp, y)
-        r = p.clone()
-        r[torch.arange(n, device=o.device), y] -= 1.0
+        # subtract e_{y_k} with a scatter: no advanced indexing, no host read
+        r = p.scatter_add(1, y.unsqueeze(1), p.new_full((n, 1), -1.0))
         return value, r / n, p
     o = o.requires_grad_(True)
     if not callable(loss):  # pragma: no cover - _check_loss admits only the names above
@@ -204,10 +223,13 @@ def _outer_curvature(u: torch.Tensor, r: torch.Tensor, per_example: bool) -> tor
 
 
 class _StepQuantities:
-    __slots__ = ("loss", "grads", "num", "den", "den_scale")
+    __slots__ = ("loss", "grads", "num", "den", "den_scale", "bad_labels", "n_classes")
 
-    def __init__(self, loss, grads, num, den, den_scale):
+    def __init__(self, loss, grads, num, den, den_scale, bad_labels=None, n_classes=None):
         self.loss, self.grads, self.num, self.den, self.den_scale = loss, grads, num, den, den_scale
+        # a 0-dim bool tensor when the class indices were checked on the device, else None
+        self.bad_labels: torch.Tensor | None = bad_labels
+        self.n_classes: int | None = n_classes
 
 
 def _step_quantities(
@@ -227,12 +249,22 @@ def _step_quantities(
     scalars (GᵀG, uᵀ∇²𝓛u with the global G, loss) with a second one, so every rank gets the
     values of one process on the concatenated batch (equal per-rank batch sizes assumed, as
     DDP's own gradient averaging does).
+
+    With ``check_range`` the class indices of ``"cross_entropy"`` are checked on the host (a
+    read of y); without it they are checked on the device: out-of-range indices are clamped
+    so that the computation stays defined, and ``bad_labels`` flags the step as invalid.
     """
+    bad_labels = None
+    n_classes = None
     with torch.enable_grad():
         out = module(x)
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"model must return a tensor, got {type(out).__name__}")
         _check_targets(out, y, loss, check_range)
+        if loss == "cross_entropy" and not check_range:
+            n_classes = out.shape[1]
+            bad_labels = ((y < 0) | (y >= n_classes)).any()
+            y = y.clamp(0, n_classes - 1)
         value, r, aux = _loss_and_residual(out, y, loss)
         r_leaf = r.detach().requires_grad_(True)
         grads = torch.autograd.grad(
@@ -267,11 +299,16 @@ def _step_quantities(
         den = _outer_curvature(u.detach(), r, curvature == "outer_example")
         den_scale = den.abs()
     if group is not None:
-        scal = torch.stack([num, den, den_scale, value.to(num.dtype)])
+        parts = [num, den, den_scale, value.to(num.dtype)]
+        if bad_labels is not None:  # every rank must skip the same steps
+            parts.append(bad_labels.to(num.dtype))
+        scal = torch.stack(parts)
         dist.all_reduce(scal, group=group)
         scal /= world
         num, den, den_scale, value = scal[0], scal[1], scal[2], scal[3]
-    return _StepQuantities(value, G, num, den, den_scale)
+        if bad_labels is not None:
+            bad_labels = scal[4] > 0
+    return _StepQuantities(value, G, num, den, den_scale, bad_labels, n_classes)
 
 
 def _eta(q: _StepQuantities, eps: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -282,25 +319,101 @@ def _eta(q: _StepQuantities, eps: float) -> tuple[torch.Tensor, dict[str, torch.
     zero = q.num == 0
     eta = q.num / (q.den.clamp_min(0.0) + eps * q.num)
     ok = finite & ~nonconvex & ~zero & torch.isfinite(eta) & (eta > 0)
-    return eta, {"ok": ok, "finite": finite, "nonconvex": nonconvex, "zero": zero}
+    flags = {"ok": ok, "finite": finite, "nonconvex": nonconvex, "zero": zero}
+    if q.bad_labels is not None:
+        flags["ok"] = ok & ~q.bad_labels
+        flags["labels"] = q.bad_labels
+    else:
+        flags["labels"] = torch.zeros_like(ok)
+    return eta, flags
 
 
-def _raise_for(flags: dict[str, torch.Tensor], q: _StepQuantities) -> None:
-    if not bool(flags["finite"]):
-        raise ValueError(
-            "loss is not finite (or its gradient or curvature is not): got loss = "
-            f"{float(q.loss)}; the step was not taken and the optimizer state is unchanged"
-        )
-    if bool(flags["nonconvex"]):
-        raise ValueError(
-            "loss must be convex in the model outputs: the curvature along the step is "
-            f"uᵀ∇²𝓛u = {float(q.den):.3e} < 0; the step was not taken"
-        )
-    if not bool(flags["zero"]):
-        raise ValueError(
-            "eps: the curvature along the gradient is 0 and eps = 0, so the step size is "
-            "infinite; use eps > 0"
-        )
+def _invalid_reason(ok: bool, finite: bool, nonconvex: bool, zero: bool, bad_labels: bool,
+                    loss: float, den: float, n_classes: int | None) -> str | None:
+    """Why a step was refused, from host values of its flags; None if it was not.
+
+    A zero gradient is not an error: the step is a no-op.
+    """
+    if ok:
+        return None
+    if bad_labels:
+        return f"y must hold class indices in [0, {n_classes})"
+    if not finite:
+        return ("loss is not finite (or its gradient or curvature is not): got loss = "
+                f"{loss}; the step was not taken (parameters and running average unchanged)")
+    if nonconvex:
+        return ("loss must be convex in the model outputs: the curvature along the step is "
+                f"uᵀ∇²𝓛u = {den:.3e} < 0; the step was not taken")
+    if not zero:
+        return ("eps: the curvature along the gradient is 0 and eps = 0, so the step size is "
+                "infinite; use eps > 0")
+    return None
+
+
+def _at_step(reason: str, index: int | None) -> str:
+    return reason if index is None else f"{reason} (at step {index})"
+
+
+def _raise_for(flags: dict[str, torch.Tensor], q: _StepQuantities,
+               index: int | None = None) -> None:
+    """Raise the error of an invalid step at once (reads the flags on the host)."""
+    reason = _invalid_reason(bool(flags["ok"]), bool(flags["finite"]),
+                             bool(flags["nonconvex"]), bool(flags["zero"]),
+                             bool(flags["labels"]), float(q.loss), float(q.den), q.n_classes)
+    if reason is not None:
+        raise ValueError(_at_step(reason, index))
+
+
+class _PendingCheck:
+    """The flags of one step on their way to the host, for a deferred ``ValueError``."""
+
+    __slots__ = ("index", "host", "event", "n_classes")
+
+    def __init__(self, index: int, host: torch.Tensor, event: Any, n_classes: int | None):
+        self.index, self.host, self.event, self.n_classes = index, host, event, n_classes
+
+    def ready(self, block: bool) -> bool:
+        """Whether the copy has landed; with ``block`` wait for it. Never blocks otherwise."""
+        if self.event is None:
+            return True
+        if block:
+            self.event.synchronize()
+            return True
+        return bool(self.event.query())
+
+    def reason(self) -> str | None:
+        ok, finite, nonconvex, zero, labels, loss, den = self.host.tolist()
+        return _invalid_reason(bool(ok), bool(finite), bool(nonconvex), bool(zero), bool(labels),
+                               loss, den, self.n_classes)
+
+
+def _to_host_async(t: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """Start copying ``t`` to host memory without waiting; returns (host tensor, event).
+
+    The host tensor may be read once the event has completed. On the CPU there is nothing to
+    copy (event None: ready at once). On CUDA the copy goes to pinned memory and a CUDA event
+    on the current stream marks its end; other accelerators use the generic ``torch.Event``
+    where this torch has it, and otherwise fall back to a copy that may synchronise.
+    """
+    if t.device.type == "cpu":
+        return t, None
+    if t.device.type == "cuda":
+        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        host.copy_(t, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(t.device))
+        return host, event
+    event_cls = getattr(torch, "Event", None)
+    if event_cls is not None:
+        try:
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            host.copy_(t, non_blocking=True)
+            event = event_cls(device=t.device)
+            event.record()
+            return host, event
+        except (RuntimeError, TypeError, NotImplementedError):
+            pass
+    return t.to("cpu"), None
 
 
 # --------------------------------------------------------------------------- optimizers
@@ -323,6 +436,8 @@ class _CurvatureLR(torch.optim.Optimizer):
         on_invalid = check_choice(on_invalid, "on_invalid", _ON_INVALID)
         params = _trainable(module)
         self._on_invalid = on_invalid  # a policy, not a hyperparameter: not in state_dict()
+        self._n_steps = 0  # calls of step() that returned: the index "at step k" of errors
+        self._pending: deque[_PendingCheck] = deque()  # deferred checks, oldest first
         super().__init__(params, dict(lr=0.0, beta=beta, eps=eps))
         if len(self.param_groups) != 1:  # pragma: no cover - the constructor makes one group
             raise ValueError("ADLER uses a single parameter group")
@@ -344,32 +459,74 @@ class _CurvatureLR(torch.optim.Optimizer):
     def _average(self, num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _check_pending(self, block: bool) -> None:
+        """Raise ``ValueError`` for the earliest invalid step whose flags have reached the host.
+
+        Without ``block`` only the records whose copy has completed are read (never waits);
+        with it, all of them. The records read are dropped, so each error is raised once.
+        """
+        reasons: list[str] = []
+        while self._pending and self._pending[0].ready(block):
+            rec = self._pending.popleft()
+            reason = rec.reason()
+            if reason is not None:
+                reasons.append(_at_step(reason, rec.index))
+        if reasons:
+            more = len(reasons) - 1
+            tail = f"; {more} later step(s) were invalid too" if more else ""
+            raise ValueError(reasons[0] + tail)
+
+    def check_invalid(self) -> None:
+        """Wait for the deferred validity checks of all past steps; raise if one failed.
+
+        On an accelerator with ``on_invalid="raise"``, :meth:`step` does not wait to learn
+        whether its step was valid: an invalid step is skipped on the device and its error
+        is raised by a later ``step()`` once the flags have reached the host. Call this at
+        the end of training, or at a logging point where a synchronisation is paid anyway,
+        to raise the ``ValueError`` (which names the step) of any step not yet reported.
+        It blocks until the device has finished those steps; on the CPU, where errors are
+        raised at once, it returns immediately.
+        """
+        self._check_pending(block=True)
+
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """One minibatch step of Algorithm 1 on ``(x, y)``; returns the minibatch loss.
 
         Sets ``p.grad`` to the (DDP-averaged) gradient, ``param_groups[0]["lr"]`` to the
         step size η̂ it applied (a 0-dim tensor on the parameters' device) and
-        ``state[...]["eta"]`` to the raw estimate η_k. With ``on_invalid="raise"`` a
-        non-finite loss, a negative curvature (a loss that is not convex in the outputs) or
-        an infinite η raise ``ValueError`` before anything is changed; with ``"skip"`` the
-        step is skipped on the device (no host synchronisation), ``n_skipped`` counts it and
-        the parameters and running average are left as they were. A zero gradient is
-        always a no-op.
+        ``state[...]["eta"]`` to the raw estimate η_k. A zero gradient is always a no-op.
+
+        Invalid steps (a non-finite loss, a negative curvature, that is a loss not convex in
+        the outputs, an infinite η, or class indices out of range) never change the
+        parameters or the running average:
+
+        * on the CPU with ``on_invalid="raise"`` (default): ``ValueError`` at once, before
+          anything is changed;
+        * on an accelerator with ``on_invalid="raise"``: no host synchronisation. The step
+          is skipped on the device as with ``"skip"``, and the ``ValueError``, naming the
+          step ("at step k", k counting from 0 the calls of ``step()`` that returned), is
+          raised by a later ``step()`` as soon as the flags have reached the host (that
+          call then does nothing), or by :meth:`check_invalid`, which waits for them;
+        * with ``"skip"`` (CPU or accelerator): skipped and counted in ``n_skipped``,
+          silently. On the CPU, class indices out of range still raise at once.
         """
+        self._check_pending(block=False)
         group = self.param_groups[0]
         params = group["params"]
         raising = self._on_invalid == "raise"
+        sync_free = _sync_free(params[0].device)
         module, pg = _unwrap(self._model)
         _check_batch(x, y, params)
         q = _step_quantities(module, params, self._loss, x, y, group=pg,
-                             curvature=self._curvature_kind,
-                             check_range=raising or y.device.type == "cpu")
+                             curvature=self._curvature_kind, check_range=not sync_free)
         eta, flags = _eta(q, group["eps"])
         ok = flags["ok"]
         st = self._global_state()
-        if raising and not bool(ok):
-            _raise_for(flags, q)
+        index = self._n_steps
+        if raising and not sync_free and not bool(ok):  # a CPU scalar: reading it is free
+            _raise_for(flags, q, index)
+            self._n_steps += 1
             return q.loss  # zero gradient: nothing to do
         num, den = self._combine(st, eta, group["beta"])
         new_num = torch.where(ok, num, st["avg_num"])
@@ -381,16 +538,23 @@ class _CurvatureLR(torch.optim.Optimizer):
         st["step"].add_(ok.to(st["step"].dtype))
         st["n_skipped"].add_((~ok & ~flags["zero"]).to(st["n_skipped"].dtype))
         grads = q.grads
-        if not raising:
-            grads = [torch.where(ok, g, torch.zeros((), dtype=g.dtype, device=g.device))
-                     for g in grads]
-        if lr.device.type == "cpu":  # reading a CPU scalar costs no device synchronisation
-            torch._foreach_add_(params, grads, alpha=-float(lr))
-        else:
+        if sync_free or not raising:  # ok was not checked on the host: mask NaN gradients
+            grads = [torch.where(ok, g, g.new_zeros(())) for g in grads]
+        if sync_free:
             torch._foreach_add_(params, torch._foreach_mul(grads, -lr))
+        else:  # reading a CPU scalar costs no device synchronisation
+            torch._foreach_add_(params, grads, alpha=-float(lr))
         for p, g in zip(params, q.grads):
             p.grad = g
         group["lr"] = lr
+        if raising and sync_free:
+            dtype = torch.promote_types(q.num.dtype, torch.float32)
+            diag = torch.stack([t.to(dtype) for t in (ok, flags["finite"], flags["nonconvex"],
+                                                       flags["zero"], flags["labels"], q.loss,
+                                                       q.den)])
+            host, event = _to_host_async(diag)
+            self._pending.append(_PendingCheck(index, host, event, q.n_classes))
+        self._n_steps += 1
         return q.loss
 
 
@@ -411,6 +575,14 @@ class ADLER(_CurvatureLR):
     output space). Works with a model wrapped in ``DistributedDataParallel`` (see
     the private helper ``_step_quantities``). The running log-average (``avg_num`` = s, ``avg_den`` = c)
     is optimizer state and round-trips through ``state_dict()``.
+
+    On an accelerator a step does not synchronise with the host. An invalid step (see
+    :meth:`step`) is then skipped on the device, and with the default ``on_invalid="raise"``
+    its ``ValueError`` is deferred: a later ``step()`` raises it, naming the step, once the
+    device has got that far, and :meth:`check_invalid` waits for every past step and raises;
+    call it at the end of training or at logging points. On the CPU the error is raised at
+    once. ``on_invalid="skip"`` skips invalid steps silently and counts them in
+    ``state[...]["n_skipped"]``.
     """
 
     _curvature_kind = "ggn"

@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, hessian, jacrev
+from torch.utils._python_dispatch import TorchDispatchMode
 
+import nnopt.optim as optim_module
 from nnopt.optim import ADLER, OuterProductLR, adler_step_size, outer_product_step_size
 
 DT = torch.float64
@@ -378,3 +380,253 @@ def test_inputs_on_a_different_device_are_refused():
     x, y = _data(1, 4, 4, 3, "mse")
     with pytest.raises(ValueError, match="x must be on the model's device"):
         ADLER(model).step(x.to("meta"), y)
+
+
+# --------------------------------------------------------------------------- host synchronisation
+
+_ATEN = torch.ops.aten
+# ops whose result the host must wait for: scalar reads (.item(), float(), bool(), int()),
+# boolean tests of tensor equality, and ops whose output shape depends on the data
+_SYNCING = (_ATEN._local_scalar_dense, _ATEN.is_nonzero, _ATEN.equal, _ATEN.nonzero,
+            _ATEN.masked_select, _ATEN.unique_dim, _ATEN._unique2)
+
+
+class _SyncDetector(TorchDispatchMode):
+    """Records every dispatched op that would make the host wait for the device.
+
+    Besides the ops above: indexing with a boolean mask (it runs ``nonzero`` inside the
+    kernel, out of the mode's sight) and copies from a non-CPU device to the CPU. Reads done
+    inside a backend kernel are invisible here; the CUDA test below covers those.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        packet = func.overloadpacket
+        if packet in _SYNCING:
+            self.calls.append(str(func))
+        elif packet in (_ATEN.index, _ATEN.index_put_, _ATEN.index_put):
+            indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
+            if any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8)
+                   for i in indices):
+                self.calls.append(f"{func} with a boolean mask")
+        elif packet in (_ATEN._to_copy, _ATEN.copy_):
+            src = args[1] if packet is _ATEN.copy_ else args[0]
+            dst_cpu = (args[0].device.type == "cpu" if packet is _ATEN.copy_
+                       else kwargs.get("device", src.device) == torch.device("cpu"))
+            if src.device.type != "cpu" and dst_cpu:
+                self.calls.append(f"{func} to the CPU")
+        return func(*args, **kwargs)
+
+
+@pytest.fixture
+def device_path(monkeypatch):
+    """Run the accelerator's code path (no host reads, deferred errors) on the CPU."""
+    monkeypatch.setattr(optim_module, "_sync_free", lambda device: True)
+
+
+_SYNC_CASES = [(ADLER, "mse"), (ADLER, "cross_entropy"), (OuterProductLR, "mse"),
+               (OuterProductLR, "cross_entropy")]
+
+
+@pytest.mark.parametrize("cls,kind", _SYNC_CASES)
+def test_default_step_reads_nothing_on_the_host_on_the_device_path(device_path, cls, kind):
+    model = _mlp(21)
+    opt = cls(model, kind)
+    batches = [_data(400 + k, 8, 4, 3, kind) for k in range(2)]
+    # first step: nothing is pending, so the whole call is monitored, poll included
+    with _SyncDetector() as det:
+        opt.step(*batches[0])
+    assert det.calls == []
+    assert len(opt._pending) == 1  # its check is deferred, not done
+    # on the forced path the pending flags are plain CPU tensors and the next step's poll
+    # reads them; drain them outside the monitored region, then monitor a second step
+    opt.check_invalid()
+    assert len(opt._pending) == 0
+    with _SyncDetector() as det:
+        opt.step(*batches[1])
+    assert det.calls == []
+    opt.check_invalid()
+
+
+@pytest.mark.parametrize("kind", ["mse", "cross_entropy"])
+def test_sync_detector_sees_the_host_reads_of_the_cpu_path(kind):
+    """The detector can fail: the CPU path reads ok (and, for labels, y.min()/y.max())."""
+    model = _mlp(21)
+    opt = ADLER(model, kind)
+    with _SyncDetector() as det:
+        opt.step(*_data(400, 8, 4, 3, kind))
+    assert any("_local_scalar_dense" in c for c in det.calls)
+    ok = torch.tensor(True)
+    with _SyncDetector() as det:
+        bool(ok)
+    assert det.calls == ["aten._local_scalar_dense.default"]
+    with _SyncDetector() as det:
+        torch.zeros(3)[torch.tensor([True, False, True])]
+    assert det.calls
+
+
+def test_device_path_steps_match_the_cpu_path(device_path, monkeypatch):
+    """Masking instead of branching changes nothing but the rounding of θ − η̂G."""
+    model = _mlp(23)
+    twin = copy.deepcopy(model)
+    batches = [_data(500 + k, 8, 4, 3, "cross_entropy") for k in range(3)]
+    opt = ADLER(model, "cross_entropy")
+    for b in batches:
+        opt.step(*b)
+    opt.check_invalid()
+    monkeypatch.undo()  # back to the CPU path
+    assert not optim_module._sync_free(torch.device("cpu"))
+    ref = ADLER(twin, "cross_entropy")
+    for b in batches:
+        ref.step(*b)
+    assert torch.allclose(_flat(model.parameters()), _flat(twin.parameters()), rtol=0,
+                          atol=1e-14)
+    assert torch.allclose(opt.param_groups[0]["lr"], ref.param_groups[0]["lr"], rtol=1e-12,
+                          atol=0)
+
+
+def test_invalid_step_is_skipped_and_reported_later_on_the_device_path(device_path):
+    model = _mlp(3)
+    x, y = _data(4, 6, 4, 3, "mse")
+    opt = ADLER(model, "mse")
+    opt.step(x, y)  # step 0
+    opt.check_invalid()
+    snap, theta, lr = _state_snapshot(opt), _flat(model.parameters()), opt.param_groups[0]["lr"]
+    xb = x.clone()
+    xb[0, 0] = math.nan
+    loss = opt.step(xb, y)  # step 1: returns without raising
+    assert torch.isnan(loss)
+    assert torch.equal(theta, _flat(model.parameters()))
+    st = _state_snapshot(opt)
+    for k in ("avg_num", "avg_den", "eta", "step"):
+        assert torch.equal(st[k], snap[k])
+    assert float(st["n_skipped"]) == float(snap["n_skipped"]) + 1
+    assert float(opt.param_groups[0]["lr"]) == 0.0
+    assert not torch.equal(opt.param_groups[0]["lr"], lr)
+    # the next step raises before doing anything
+    with pytest.raises(ValueError, match=r"loss is not finite.*\(at step 1\)"):
+        opt.step(x, y)
+    assert torch.equal(theta, _flat(model.parameters()))
+    # reported once; training goes on with good data
+    opt.step(x, y)  # step 2
+    opt.check_invalid()
+    assert float(_state_snapshot(opt)["step"]) == float(snap["step"]) + 1
+    assert not torch.equal(theta, _flat(model.parameters()))
+
+    # check_invalid() reports too, and names the first of several invalid steps
+    opt.step(xb, y)  # step 3
+    with pytest.raises(ValueError, match=r"\(at step 3\)"):
+        opt.check_invalid()
+    opt.check_invalid()  # nothing left
+
+
+class _FakeEvent:
+    """Stands for a device event on the CPU: incomplete until waited for."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def query(self) -> bool:
+        return self.done
+
+    def synchronize(self) -> None:
+        self.done = True
+
+
+def test_deferred_errors_for_labels_convexity_and_eps(device_path, monkeypatch):
+    model = _mlp(5)
+    x, y = _data(6, 6, 4, 3, "cross_entropy")
+    opt = ADLER(model, "cross_entropy")
+    theta = _flat(model.parameters())
+    opt.step(x, torch.tensor([0, 1, 2, 3, 0, 1]))  # step 0: no read of y, no index error
+    assert torch.equal(theta, _flat(model.parameters()))
+    with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 3\) \(at step 0\)"):
+        opt.step(x, y)
+    assert float(_state_snapshot(opt)["n_skipped"]) == 1
+
+    # while the copies are in flight a step neither waits nor raises; check_invalid waits,
+    # names the first invalid step and counts the others
+    monkeypatch.setattr(optim_module, "_to_host_async", lambda t: (t, _FakeEvent()))
+    opt.step(x, torch.tensor([0, -1, 2, 1, 0, 1]))  # step 1
+    opt.step(x, y)  # step 2: fine
+    opt.step(x, torch.tensor([0, 1, 2, 1, 0, 7]))  # step 3
+    assert len(opt._pending) == 3
+    with pytest.raises(ValueError, match=r"\[0, 3\) \(at step 1\); 1 later step\(s\) were "
+                                         r"invalid too"):
+        opt.check_invalid()
+    assert len(opt._pending) == 0
+    assert float(_state_snapshot(opt)["n_skipped"]) == 3
+    assert float(_state_snapshot(opt)["step"]) == 1
+
+    xm, ym = _data(6, 6, 4, 3, "mse")
+    concave = ADLER(model, lambda o, t: -F.mse_loss(o, t))
+    concave.step(xm, ym)
+    with pytest.raises(ValueError, match=r"convex in the model outputs.*\(at step 0\)"):
+        concave.check_invalid()
+    linear = ADLER(_linear(0, 4, 2), lambda o, t: o.mean(), eps=0.0)
+    linear.step(*_data(1, 5, 4, 2, "mse"))
+    with pytest.raises(ValueError, match=r"eps.*\(at step 0\)"):
+        linear.check_invalid()
+
+
+def test_zero_gradient_is_a_silent_no_op_on_the_device_path(device_path):
+    model = _linear(0, 4, 2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    x, _ = _data(1, 5, 4, 2, "mse")
+    opt = ADLER(model, "mse")
+    opt.step(x, torch.zeros(5, 2, dtype=DT))
+    opt.check_invalid()
+    assert all(float(p.detach().abs().max()) == 0.0 for p in model.parameters())
+    st = _state_snapshot(opt)
+    assert float(st["step"]) == 0 and float(st["n_skipped"]) == 0
+
+
+def test_cpu_path_raises_at_once_with_the_step_index():
+    model = _mlp(3)
+    x, y = _data(4, 6, 4, 3, "mse")
+    opt = ADLER(model, "mse")
+    opt.step(x, y)
+    xb = x.clone()
+    xb[0, 0] = math.nan
+    with pytest.raises(ValueError, match=r"loss is not finite.*\(at step 1\)"):
+        opt.step(xb, y)
+    assert len(opt._pending) == 0
+    opt.check_invalid()  # nothing deferred on the CPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_default_steps_do_not_synchronise():
+    torch.manual_seed(0)
+    dev = torch.device("cuda")
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3)).to(dev)
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(32, 4, generator=g).to(dev),
+                torch.randint(0, 3, (32,), generator=g).to(dev)) for _ in range(4)]
+    opt = ADLER(model, "cross_entropy")
+    opt.step(*batches[0])  # warm-up: CUDA context, library handles, pinned-memory pool
+    torch.cuda.synchronize()
+    try:
+        torch.cuda.set_sync_debug_mode("error")
+        for b in batches[1:]:
+            opt.step(*b)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    opt.check_invalid()
+    assert float(_state_snapshot(opt)["step"]) == 4
+    theta = _flat(model.parameters())
+    xb = batches[0][0].clone()
+    xb[0, 0] = math.nan
+    opt.step(xb, batches[0][1])  # step 4: skipped on the device, no error yet
+    with pytest.raises(ValueError, match=r"loss is not finite.*\(at step 4\)"):
+        opt.check_invalid()
+    assert torch.equal(theta, _flat(model.parameters()))
+    assert float(_state_snapshot(opt)["n_skipped"]) == 1
+    opt.step(*batches[1])
+    opt.check_invalid()
+    assert float(_state_snapshot(opt)["step"]) == 5
