@@ -7,7 +7,10 @@ Modules are named after the ideas of the book:
 * :mod:`nnopt.curvature` — certified sharpness (top Hessian eigenvalues), GD with sharpness tracking (chapter 3)
 * :mod:`nnopt.hardness` — SUBSET-SUM reduction, parities, gradient variance, exact ReLU constructions (chapter 4)
 * :mod:`nnopt.landscapes` — PCA, matrix completion, strict saddles, perturbed GD (chapters 5–7)
+* :mod:`nnopt.pl` — local PL coefficients, the Lemma 1 / Lemma 11 bounds, kernel conditioning (chapter 8)
+* :mod:`nnopt.dkm` — deep kernel machines: fully-connected, convolutional and recurrent kernels, rank tools (chapter 9)
 * :mod:`nnopt.optim` — ADLER and its outer-product variant (chapter 10)
+* :mod:`nnopt.propagation` — q-map, c-map, χ₁, depth scales, Jacobian spectra at initialisation (chapter 11)
 * :mod:`nnopt.autodiff` — parameter dicts, Hessian-vector, Jacobian-vector and vector-Jacobian products
 * :mod:`nnopt.linalg` — matrix-free operators, Lanczos, power iteration, Gershgorin bounds
 * :mod:`nnopt.symbolic` — sympy-checked derivation steps and the ledger of verified equations
@@ -16,12 +19,12 @@ Modules are named after the ideas of the book:
 * :mod:`nnopt.validation` — argument checks with messages that name the argument
 """
 
-from . import (autodiff, curvature, device, flows, hardness, landscapes, linalg, ntk, optim, plotting,
-               symbolic, validation)
+from . import (autodiff, curvature, device, dkm, flows, hardness, landscapes, linalg, ntk, optim, pl,
+               plotting, propagation, symbolic, validation)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "autodiff", "curvature", "device", "flows", "hardness", "landscapes", "linalg", "ntk", "optim",
-    "plotting", "symbolic", "validation", "__version__",
+    "autodiff", "curvature", "device", "dkm", "flows", "hardness", "landscapes", "linalg", "ntk",
+    "optim", "pl", "plotting", "propagation", "symbolic", "validation", "__version__",
 ]
