@@ -142,10 +142,15 @@ class KernelLayer:
     (output index j = t q + i for sequence step t and coordinate i).
     """
 
+    #: ``"fc"``, ``"conv"`` or ``"recurrent"``
     kind: str
+    #: the p basis points w_i, one per row
     basis: torch.Tensor
+    #: the activation φ of the kernel (default ``torch.tanh``)
     activation: Activation = torch.tanh
+    #: the number of outputs of an fc layer
     out_dim: int | None = None
+    #: the recurrent weight matrix of Def. 4
     u: torch.Tensor | None = None
 
     def __post_init__(self) -> None:

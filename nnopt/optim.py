@@ -479,7 +479,7 @@ class _CurvatureLR(torch.optim.Optimizer):
     def check_invalid(self) -> None:
         """Wait for the deferred validity checks of all past steps; raise if one failed.
 
-        On an accelerator with ``on_invalid="raise"``, :meth:`step` does not wait to learn
+        On an accelerator with ``on_invalid="raise"``, :meth:`~nnopt.optim.ADLER.step` does not wait to learn
         whether its step was valid: an invalid step is skipped on the device and its error
         is raised by a later ``step()`` once the flags have reached the host. Call this at
         the end of training, or at a logging point where a synchronisation is paid anyway,
@@ -507,7 +507,7 @@ class _CurvatureLR(torch.optim.Optimizer):
           is skipped on the device as with ``"skip"``, and the ``ValueError``, naming the
           step ("at step k", k counting from 0 the calls of ``step()`` that returned), is
           raised by a later ``step()`` as soon as the flags have reached the host (that
-          call then does nothing), or by :meth:`check_invalid`, which waits for them;
+          call then does nothing), or by :meth:`~nnopt.optim.ADLER.check_invalid`, which waits for them;
         * with ``"skip"`` (CPU or accelerator): skipped and counted in ``n_skipped``,
           silently. On the CPU, class indices out of range still raise at once.
         """
@@ -577,9 +577,9 @@ class ADLER(_CurvatureLR):
     is optimizer state and round-trips through ``state_dict()``.
 
     On an accelerator a step does not synchronise with the host. An invalid step (see
-    :meth:`step`) is then skipped on the device, and with the default ``on_invalid="raise"``
+    :meth:`~nnopt.optim.ADLER.step`) is then skipped on the device, and with the default ``on_invalid="raise"``
     its ``ValueError`` is deferred: a later ``step()`` raises it, naming the step, once the
-    device has got that far, and :meth:`check_invalid` waits for every past step and raises;
+    device has got that far, and :meth:`~nnopt.optim.ADLER.check_invalid` waits for every past step and raises;
     call it at the end of training or at logging points. On the CPU the error is raised at
     once. ``on_invalid="skip"`` skips invalid steps silently and counts them in
     ``state[...]["n_skipped"]``.

@@ -21,7 +21,7 @@ their second moments obey deterministic recursions:
   Balboni §1.2 after Pennington et al. 2017).
 
 Expectations over Gaussians use Gauss–Hermite quadrature for the weight exp(−x²/2)
-(:func:`numpy.polynomial.hermite_e.hermegauss`) in float64. Activations are named by strings:
+(``numpy.polynomial.hermite_e.hermegauss``) in float64. Activations are named by strings:
 ``"tanh"``, ``"relu"`` and ``"linear"``.
 """
 
