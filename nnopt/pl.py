@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .autodiff import loss_value
+from .curvature import gd_with_sharpness
 from .linalg import gershgorin_bounds
 from .ntk import empirical_ntk, ntk_matrix
 from .validation import check_int, check_positive, check_tensor
@@ -151,37 +153,26 @@ def gd_local_pl(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor]
     """Full-batch GD x_{k+1} = x_k − lr ∇f(x_k) with μ(x_k) = ‖∇f(x_k)‖² / (2 ξ_k) recorded.
 
     The measurement of Balboni §6.2 (eq. 6.2 with f* = ``loss_star``, 0 for an
-    overparameterised model fitting its data). Works on a copy of the parameters; the module is
-    not modified. When the gap reaches 0, μ is recorded as 0 from there on.
+    overparameterised model fitting its data). The run is
+    :func:`nnopt.curvature.gd_with_sharpness` without sharpness estimates, which records the
+    loss and the squared gradient norm at every step; this adds the gap after the last step
+    and the μ's (a run whose loss stops being finite ends early). Works on a copy of the
+    parameters; the module is not modified. When the gap
+    reaches 0, μ is recorded as 0 from there on.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not callable(loss_fn):
-        raise TypeError("loss_fn must be callable as loss_fn(output, target)")
     check_tensor(x, "x")
     check_tensor(y, "y", floating=False)
-    eta = check_positive(lr, "lr")
     n_steps = check_int(steps, "steps", minimum=1)
     f_star = _real(loss_star, "loss_star")
-    params = {k: p.detach().clone() for k, p in model.named_parameters()}
-
-    def loss_of(p: dict[str, torch.Tensor]) -> torch.Tensor:
-        return loss_fn(torch.func.functional_call(model, p, (x,)), y)
-
-    grad_and_loss = torch.func.grad_and_value(loss_of)
-    gaps, grad_sq, mus = [], [], []
-    for _ in range(n_steps):
-        g, value = grad_and_loss(params)
-        gap = float(value) - f_star
-        gs = float(sum((t.double() * t.double()).sum() for t in g.values()))
-        gaps.append(gap)
-        grad_sq.append(gs)
-        mus.append(gs / (2.0 * gap) if gap > 0 else 0.0)
-        params = {k: params[k] - eta * g[k] for k in params}
-    with torch.no_grad():
-        gaps.append(float(loss_of(params)) - f_star)
-    as_t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
-    return GDPLTrace(as_t(gaps), as_t(grad_sq), as_t(mus), eta, params)
+    run = gd_with_sharpness(model, loss_fn, x, y, lr=lr, steps=n_steps, every=None)
+    final = float(loss_value(model, loss_fn, x, y, run.params))
+    gaps = torch.tensor(run.loss + [final], dtype=torch.float64) - f_star
+    grad_sq = torch.tensor(run.grad_sq, dtype=torch.float64)
+    live = gaps[:-1] > 0
+    mus = torch.where(live, grad_sq / (2.0 * gaps[:-1].where(live, torch.ones(()))), 0.0)
+    return GDPLTrace(gaps, grad_sq, mus, float(lr), run.params)
 
 
 @dataclass(frozen=True)

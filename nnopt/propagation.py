@@ -15,7 +15,7 @@ their second moments obey deterministic recursions:
 * :func:`correlation_fixed_point` and :func:`correlation_depth_scale` — the stable fixed point c*
   of the c-map and the depth scale ξ_c = −1/log χ_c, χ_c = σ_w² E[φ'(u₁) φ'(u₂)] at c*
   (Schoenholz et al. 2017).
-* :func:`random_deep_net`, :func:`orthogonal_`, :func:`input_output_jacobian` and
+* :func:`random_deep_net`, :func:`input_output_jacobian` and
   :func:`input_output_jacobian_singular_values` — the input–output Jacobian
   J = D_L W_L ⋯ D_1 W_1 of a deep net and its singular values (dynamical isometry,
   Balboni §1.2 after Pennington et al. 2017).
@@ -49,7 +49,6 @@ __all__ = [
     "critical_sigma_w2",
     "correlation_fixed_point",
     "correlation_depth_scale",
-    "orthogonal_",
     "random_deep_net",
     "input_output_jacobian",
     "input_output_jacobian_singular_values",
@@ -335,29 +334,6 @@ def correlation_depth_scale(sigma_w2: float, sigma_b2: float, activation: str = 
     return -1.0 / math.log(chi_c)
 
 
-def orthogonal_(weight: torch.Tensor, gain: float = 1.0, *,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Fill a square ``weight`` in place with gain · Q, Q Haar-distributed orthogonal.
-
-    Q comes from the QR factorisation of a standard Gaussian matrix G = Q R, with the signs
-    fixed so that diag(R) > 0 (Q ← Q diag(sign R_ii)); without the fix Q is not Haar
-    distributed. With gain = σ_w the rows have squared norm σ_w², as for Gaussian weights of
-    variance σ_w²/N.
-    """
-    check_tensor(weight, "weight", ndim=2, finite=False)
-    if weight.shape[0] != weight.shape[1]:
-        raise ValueError(f"weight must be square, got shape {tuple(weight.shape)}")
-    g = check_positive(gain, "gain")
-    n = weight.shape[0]
-    G = torch.randn(n, n, generator=generator, dtype=_D, device=weight.device if generator is None
-                    else generator.device)
-    Q, R = torch.linalg.qr(G)
-    Q = Q * torch.sign(torch.diagonal(R))[None, :]
-    with torch.no_grad():
-        weight.copy_((g * Q).to(device=weight.device, dtype=weight.dtype))
-    return weight
-
-
 def random_deep_net(width: int, depth: int, sigma_w2: float, sigma_b2: float,
                     activation: str = "tanh", *, weights: str = "gaussian",
                     generator: torch.Generator | None = None,
@@ -365,7 +341,8 @@ def random_deep_net(width: int, depth: int, sigma_w2: float, sigma_b2: float,
     """An ``nn.Sequential`` of ``depth`` blocks [Linear(width, width), φ] at the mean-field initialisation.
 
     Weights W ~ N(0, σ_w²/width) (``"gaussian"``) or σ_w Q with Q Haar orthogonal
-    (``"orthogonal"``, :func:`orthogonal_`); biases b ~ N(0, σ_b²) (Balboni §1.1). Sampled
+    (``"orthogonal"``, by :func:`torch.nn.init.orthogonal_`, which fixes the signs of the QR
+    factors so that Q is Haar distributed); biases b ~ N(0, σ_b²) (Balboni §1.1). Sampled
     on the CPU from ``generator``.
     """
     n = check_int(width, "width", minimum=1)
@@ -384,7 +361,7 @@ def random_deep_net(width: int, depth: int, sigma_w2: float, sigma_b2: float,
                 W = torch.randn(n, n, generator=generator, dtype=_D) * math.sqrt(w2 / n)
                 lin.weight.copy_(W.to(dtype))
             else:
-                orthogonal_(lin.weight, math.sqrt(w2), generator=generator)
+                nn.init.orthogonal_(lin.weight, gain=math.sqrt(w2), generator=generator)
             lin.bias.copy_((torch.randn(n, generator=generator, dtype=_D) * math.sqrt(b2)).to(dtype))
             layers += [lin, _module(activation)]
     return nn.Sequential(*layers)
