@@ -9,6 +9,8 @@ pyproject.toml change) and install what they need into it: the CPU build of torc
 requirements.txt, then nnopt itself in editable mode.
 
     python3 tasks.py notebooks [PATH ...]   re-execute notebooks and store their outputs
+    python3 tasks.py notebooks --large DIR [PATH ...]
+                                            run them at NNOPT_SCALE=large into DIR instead
 """
 
 from __future__ import annotations

@@ -13,6 +13,12 @@ Each notebook is run top to bottom in a fresh kernel (its own folder as working 
 ``tests/test_notebooks_fresh.py`` recomputes the fingerprint and fails when the code has
 changed since the outputs were stored. Stored outputs are thus always what the current code
 produces.
+
+    python scripts/run_notebooks.py --large _build/large [NOTEBOOK ...]
+
+runs the notebooks with ``NNOPT_SCALE=large`` instead and writes the executed copies into the
+given folder, leaving the stored notebooks alone. A notebook whose cell fails is saved up to
+the failure, the error is printed, the others still run, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,11 +39,13 @@ sys.path.insert(0, str(ROOT))
 from scripts.book_files import book_notebooks, notebook_fingerprint  # noqa: E402
 
 
-def execute(path: Path, timeout: int) -> float:
+def execute(path: Path, timeout: int, large_dir: Path | None = None) -> float:
+    """Run one notebook; store it in place (fingerprinted) or, at the large size, into large_dir."""
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop("nnopt", None)
-    env_threads = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
-    os.environ.update(env_threads)
+    os.environ.update({"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"})
+    if large_dir is not None:
+        os.environ["NNOPT_SCALE"] = "large"
     client = NotebookClient(
         nb,
         timeout=timeout,
@@ -44,13 +53,20 @@ def execute(path: Path, timeout: int) -> float:
         resources={"metadata": {"path": str(path.parent)}},
     )
     start = time.perf_counter()
-    client.execute()
-    seconds = time.perf_counter() - start
+    try:
+        client.execute()
+    finally:
+        seconds = time.perf_counter() - start
+        if large_dir is not None:  # saved even after a failure, to show where it stopped
+            nb.metadata["nnopt"] = {"scale": "large", "execution_seconds": round(seconds, 1)}
+            large_dir.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, large_dir / path.name)
     nb.metadata["nnopt"] = {
         "fingerprint": notebook_fingerprint(nb),
         "execution_seconds": round(seconds, 1),
     }
-    nbformat.write(nb, path)
+    if large_dir is None:
+        nbformat.write(nb, path)
     return seconds
 
 
@@ -58,12 +74,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    parser.add_argument("--large", type=Path, metavar="DIR", default=None,
+                        help="run with NNOPT_SCALE=large and write the executed copies into DIR")
     args = parser.parse_args()
     paths = args.notebooks or book_notebooks()
+    failed = []
     for path in paths:
-        seconds = execute(path.resolve(), args.timeout)
-        print(f"{path}: executed in {seconds:.1f} s")
-    return 0
+        try:
+            seconds = execute(path.resolve(), args.timeout, args.large)
+        except CellExecutionError as err:
+            if args.large is None:
+                raise
+            failed.append(path)
+            print(f"{path}: FAILED at the large size\n{err}", flush=True)
+            continue
+        print(f"{path}: executed in {seconds:.1f} s", flush=True)
+    if failed:
+        print("failed:", ", ".join(map(str, failed)))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
