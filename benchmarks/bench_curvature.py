@@ -21,7 +21,8 @@ input gradient, where the gradient needs one, one and one; for the first layer, 
 has no tangent and needs no input gradient, both need two. The multiply-adds therefore stand
 in the ratio (2 m₁ + 6 Σ_{l≥2} m_l) / (2 m₁ + 3 Σ_{l≥2} m_l), m_l = d_{l−1} d_l: 1.83 for the
 digits network (64-200-200-10) and 1.09 for Cohen et al.'s fc-tanh on CIFAR-10 inputs
-(3072-200-200-10), whose first layer dominates. Section 2 measures both widths. Target 3's
+(3072-200-200-10), whose first layer dominates (the book derives the count in chapter 3, eq.
+ch03-eq-hvp-cost). Section 2 measures both widths. Target 3's
 overhead is about (HVPs per estimate × HVP/gradient ratio) / 25.
 
 Usage: ``python benchmarks/bench_curvature.py [--threads 1] [--repeats 3]``. Prints the
