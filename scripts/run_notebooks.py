@@ -40,12 +40,13 @@ from scripts.book_files import book_notebooks, notebook_fingerprint  # noqa: E40
 
 
 def execute(path: Path, timeout: int, large_dir: Path | None = None) -> float:
-    """Run one notebook; store it in place (fingerprinted) or, at the large size, into large_dir."""
+    """Run one notebook at the default size and store it in place, fingerprinted; with
+    ``large_dir``, run it at ``NNOPT_SCALE=large`` and write the copy there instead."""
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop("nnopt", None)
-    os.environ.update({"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"})
-    if large_dir is not None:
-        os.environ["NNOPT_SCALE"] = "large"
+    # the kernel inherits the environment: stored outputs are always those of the default size
+    os.environ.update({"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2",
+                       "NNOPT_SCALE": "default" if large_dir is None else "large"})
     client = NotebookClient(
         nb,
         timeout=timeout,
@@ -61,11 +62,11 @@ def execute(path: Path, timeout: int, large_dir: Path | None = None) -> float:
             nb.metadata["nnopt"] = {"scale": "large", "execution_seconds": round(seconds, 1)}
             large_dir.mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, large_dir / path.name)
-    nb.metadata["nnopt"] = {
-        "fingerprint": notebook_fingerprint(nb),
-        "execution_seconds": round(seconds, 1),
-    }
     if large_dir is None:
+        nb.metadata["nnopt"] = {
+            "fingerprint": notebook_fingerprint(nb),
+            "execution_seconds": round(seconds, 1),
+        }
         nbformat.write(nb, path)
     return seconds
 
