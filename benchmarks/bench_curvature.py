@@ -64,12 +64,6 @@ def make_problem(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return net, x, y
 
 
-def hvp_to_gradient_macs(widths: list[int]) -> float:
-    """Multiply-add ratio of an exact HVP (primal pass reused) to a gradient for a dense MLP."""
-    m = [a * b for a, b in zip(widths[:-1], widths[1:])]
-    return (2 * m[0] + 6 * sum(m[1:])) / (2 * m[0] + 3 * sum(m[1:]))
-
-
 def hvp_to_gradient_time(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
                          params: dict) -> dict[str, float]:
     """Median times of a gradient, an HVP on the reused graph and the operator's setup."""
@@ -190,7 +184,7 @@ def main() -> int:
           f"{med['operator_setup'] / g:.2f} gradients, and it replaces the GD step's gradient "
           f"when tracking")
     print(f"  multiply-add model of an exact HVP / gradient: "
-          f"{hvp_to_gradient_macs([64, WIDTH, WIDTH, 10]):.2f}")
+          f"{float(curvature.hvp_to_gradient_macs([64, WIDTH, WIDTH, 10])):.2f}")
     torch.manual_seed(1)
     wide = nn.Sequential(nn.Linear(3072, WIDTH), nn.Tanh(), nn.Linear(WIDTH, WIDTH), nn.Tanh(),
                          nn.Linear(WIDTH, 10))
@@ -199,7 +193,7 @@ def main() -> int:
     print(f"  for comparison, CIFAR-10-sized inputs (3072-200-200-10, the shapes of Cohen et al.'s "
           f"fc-tanh; timing does not depend on the values): HVP / gradient = "
           f"{med_w['hvp_double_backward'] / med_w['gradient']:.2f}, multiply-add model "
-          f"{hvp_to_gradient_macs([3072, WIDTH, WIDTH, 10]):.2f}")
+          f"{float(curvature.hvp_to_gradient_macs([3072, WIDTH, WIDTH, 10])):.2f}")
     ok &= r_hvp <= 1.3
 
     # 3. tracking overhead -----------------------------------------------------------

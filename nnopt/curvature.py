@@ -17,6 +17,8 @@ gradient descent on a network it rises until it reaches about 2/η and then hove
 * :func:`top_hessian_eigenvalues` — the k largest.
 * :func:`gd_with_sharpness` — full-batch gradient descent that estimates the sharpness every
   few steps, warm-starting Lanczos from the previous eigenvector.
+* :func:`hvp_to_gradient_macs` — what an exact Hessian-vector product costs against a gradient
+  on a dense network, counted in multiply-adds.
 * :func:`nnopt.autodiff.hvp` — a single Hessian-vector product (re-exported from :mod:`nnopt.autodiff`).
 """
 
@@ -24,8 +26,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import torch
 from torch import nn
@@ -51,6 +54,7 @@ __all__ = [
     "GDTrace",
     "gd_with_sharpness",
     "hvp",
+    "hvp_to_gradient_macs",
     "COLD_MIN_HVP",
 ]
 
@@ -121,6 +125,28 @@ class HessianOperator(linalg.StoredShapeOperator):
                                        retain_graph=True, allow_unused=True)
         return torch.cat([(torch.zeros_like(t) if o is None else o).reshape(-1)
                           for o, t in zip(outs, self._leaves)])
+
+
+def hvp_to_gradient_macs(widths: Sequence[int]) -> Fraction:
+    """Multiply-adds of an exact Hessian-vector product over those of a gradient, dense network.
+
+    For layer widths d_0, …, d_L let m_l = d_{l−1} d_l (the n examples cancel). A gradient needs
+    the forward product, the weight gradient and, from layer 2 on, the input gradient: 2 m_1 + 3 m_l.
+    A product ∇²L v with the point's activations and backward signals reused (as
+    :class:`HessianOperator` does) turns each of these bilinear products into two, except in the
+    first layer, whose input has no tangent (Pearlmutter 1994; book eq. ch03-eq-hvp-cost):
+
+        ratio = (2 m_1 + 6 Σ_{l≥2} m_l) / (2 m_1 + 3 Σ_{l≥2} m_l),
+
+    between 1 (the first layer dominates) and 2 (the later layers dominate). Returned exactly.
+    """
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+        raise TypeError(f"widths must be a sequence of ints, got {type(widths).__name__}")
+    if len(widths) < 2:
+        raise ValueError(f"widths must name at least an input and an output width, got {list(widths)}")
+    d = [check_int(w, f"widths[{i}]", minimum=1) for i, w in enumerate(widths)]
+    m = [a * b for a, b in zip(d[:-1], d[1:])]
+    return Fraction(2 * m[0] + 6 * sum(m[1:]), 2 * m[0] + 3 * sum(m[1:]))
 
 
 @dataclass

@@ -213,3 +213,27 @@ def test_bad_inputs():
         curvature.gd_with_sharpness(net, mse, x, y, lr=-0.1, steps=3)
     with pytest.raises(TypeError, match="x"):
         curvature.top_hessian_eigenvalue(net, mse, x.to(torch.int64), y)
+
+
+def test_hvp_to_gradient_macs_counts():
+    from fractions import Fraction
+    # one layer: no input gradient and no input tangent, so both need 2 m₁
+    assert curvature.hvp_to_gradient_macs([64, 10]) == 1
+    # 64-200-200-10: m = 12800, 40000, 2000 → (25600 + 252000) / (25600 + 126000)
+    assert curvature.hvp_to_gradient_macs([64, 200, 200, 10]) == Fraction(277600, 151600)
+    assert curvature.hvp_to_gradient_macs((3072, 200, 200, 10)) == Fraction(1480800, 1354800)
+    # the limits: the first layer dominates → 1, the later layers dominate → 2
+    assert 1 < curvature.hvp_to_gradient_macs([10**6, 2, 2]) < 1 + 1e-5
+    assert curvature.hvp_to_gradient_macs([1, 1000, 1000]) == Fraction(2000 + 6 * 10**6, 2000 + 3 * 10**6)
+    assert 1.999 < curvature.hvp_to_gradient_macs([1, 1000, 1000]) < 2
+
+
+def test_hvp_to_gradient_macs_bad_inputs():
+    with pytest.raises(ValueError, match="widths"):
+        curvature.hvp_to_gradient_macs([64])
+    with pytest.raises(ValueError, match=r"widths\[1\]"):
+        curvature.hvp_to_gradient_macs([64, 0, 10])
+    with pytest.raises(TypeError, match="widths"):
+        curvature.hvp_to_gradient_macs("64")
+    with pytest.raises(TypeError, match=r"widths\[1\]"):
+        curvature.hvp_to_gradient_macs([64, 2.5])
