@@ -8,9 +8,10 @@ gradient descent on a network it rises until it reaches about 2/η and then hove
 ("the edge of stability").
 
 * :class:`HessianOperator` — ∇²L(w) as a matrix-free operator (:mod:`nnopt.linalg`
-  protocol) whose ``matvec`` is a Hessian-vector product; the graph of ∇L(w) is built once
-  per point and reused by every product (double backward), and the loss and gradient at
-  the point are kept for a gradient step.
+  protocol) whose ``matvec`` is a Hessian-vector product; what does not depend on the
+  direction is computed once per point and reused by every product (layer by layer for a
+  dense network, :mod:`nnopt.dense_hvp`; by double backward otherwise), and the loss and
+  gradient at the point are kept for a gradient step.
 * :func:`top_hessian_eigenvalue` — λmax(∇²L(w)) by Lanczos, the *algebraically* largest
   eigenvalue (a negative eigenvalue of larger magnitude does not fool it), with the
   residual bound: some eigenvalue lies within ‖∇²L u − θ u‖ of the estimate θ.
@@ -34,6 +35,7 @@ import torch
 from torch import nn
 
 from . import linalg
+from .dense_hvp import DenseNetworkHessian, dense_layers
 from .autodiff import (
     Params,
     _check_data,
@@ -44,7 +46,14 @@ from .autodiff import (
     num_params,
     unflatten,
 )
-from .validation import check_choice, check_int, check_positive, check_same_device, check_tensor
+from .validation import (
+    all_finite,
+    check_choice,
+    check_int,
+    check_positive,
+    check_same_device,
+    check_tensor,
+)
 
 __all__ = [
     "HessianOperator",
@@ -59,18 +68,29 @@ __all__ = [
 ]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-_METHODS = ("double-backward", "forward-over-reverse")
+_METHODS = ("auto", "layerwise", "double-backward", "forward-over-reverse")
 
 
 class HessianOperator(linalg.StoredShapeOperator):
     """∇²L(w) of L(w) = loss_fn(f(x; w), y) as a matrix-free symmetric operator.
 
     ``matvec(v)`` returns ∇²L(w) v for a flat vector v of length P (the number of
-    parameters). With ``method="double-backward"`` (the default) the gradient ∇L(w) is
-    computed once with its graph kept, and each product differentiates ⟨∇L(w), v⟩ again:
-    ∇²L(w) v = ∇_w ⟨∇L(w), v⟩. With ``method="forward-over-reverse"`` each product is
-    d/dt ∇L(w + t v)|_{t=0} by :func:`torch.func.jvp` (no stored graph, more work per
-    product). ``benchmarks/bench_curvature.py`` measures both against a gradient.
+    parameters). Three ways to compute it, all exact:
+
+    * ``"layerwise"`` — for a dense network (``nn.Sequential`` of ``nn.Linear`` and tanh,
+      sigmoid, ReLU or identity activations, see :func:`nnopt.dense_hvp.dense_layers`) with a
+      2-D input: Pearlmutter's R-operator written out per layer
+      (:class:`nnopt.dense_hvp.DenseNetworkHessian`). The activations, their derivatives and
+      the backward signals at w are computed once; a product is then only the bilinear
+      products of eq. ch03-eq-hvp-cost and elementwise multiply-adds.
+    * ``"double-backward"`` — any model: the gradient ∇L(w) is computed once with its graph
+      kept, and each product differentiates ⟨∇L(w), v⟩ again: ∇²L(w) v = ∇_w ⟨∇L(w), v⟩.
+    * ``"forward-over-reverse"`` — any model: each product is d/dt ∇L(w + t v)|_{t=0} by
+      :func:`torch.func.jvp` (no stored graph, more work per product).
+
+    ``"auto"`` (the default) takes ``"layerwise"`` when the model qualifies and
+    ``"double-backward"`` otherwise; ``method`` holds the choice made.
+    ``benchmarks/bench_curvature.py`` times them against a gradient.
 
     Attributes ``loss`` (L(w)) and ``grad`` (∇L(w), flat) are computed on construction and
     detached; ``n_matvecs`` counts products. The module's parameters are not changed.
@@ -78,16 +98,42 @@ class HessianOperator(linalg.StoredShapeOperator):
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
                  params: Mapping[str, torch.Tensor] | None = None, *,
-                 method: str = "double-backward") -> None:
+                 method: str = "auto") -> None:
         model, p = _resolve(model, params)
         loss_fn = _check_loss_fn(loss_fn)
         _check_data(x, y)
         check_same_device(x=x, params=next(iter(p.values())))
-        self.method = check_choice(method, "method", _METHODS)
+        method = check_choice(method, "method", _METHODS)
         self.model, self.loss_fn, self.x, self.y = model, loss_fn, x, y
         self.params: Params = {k: t.detach() for k, t in p.items()}
         first = next(iter(self.params.values()))
         self._set_shape(num_params(self.params), first.dtype, first.device)
+        layers = dense_layers(model) if method in ("auto", "layerwise") else None
+        if method == "layerwise":
+            if layers is None:
+                raise ValueError("method='layerwise' needs an nn.Sequential of nn.Linear layers, "
+                                 "each followed by at most one Tanh, Sigmoid, ReLU or Identity")
+            if x.ndim != 2:
+                raise ValueError(f"method='layerwise' needs x of shape (n, d), got shape "
+                                 f"{tuple(x.shape)}")
+            if x.dtype != first.dtype:
+                raise TypeError(f"method='layerwise' needs x of the parameters' dtype "
+                                f"{first.dtype}, got {x.dtype}")
+        if method == "auto":
+            fits = layers is not None and x.ndim == 2 and x.dtype == first.dtype
+            method = "layerwise" if fits else "double-backward"
+        self.method = method
+        if method == "layerwise":
+            assert layers is not None
+            in_features = self.params[layers[0].weight].shape[1]
+            if x.shape[1] != in_features:
+                raise ValueError(f"x must have {in_features} columns (the first layer's "
+                                 f"inputs), got shape {tuple(x.shape)}")
+            self._dense = DenseNetworkHessian(layers, loss_fn, x, y, self.params)
+            self.loss = float(self._dense.loss)
+            self.grad = self._dense.grad
+            self._check_finite()
+            return
         with torch.enable_grad():
             leaves = {k: t.clone().requires_grad_(True) for k, t in self.params.items()}
             loss = loss_fn(torch.func.functional_call(model, leaves, (x,)), y)
@@ -101,17 +147,22 @@ class HessianOperator(linalg.StoredShapeOperator):
                       for g, t in zip(grads, leaves.values()))
         self.loss = float(loss.detach())
         self.grad = torch.cat([g.detach().reshape(-1) for g in grads])
-        if not math.isfinite(self.loss) or not bool(torch.isfinite(self.grad).all()):
-            raise FloatingPointError("the loss or its gradient is not finite at these params")
+        self._check_finite()
         if keep:
             self._leaves = list(leaves.values())
             self._grads = grads
             self._live = [i for i, g in enumerate(grads) if g.requires_grad]
 
+    def _check_finite(self) -> None:
+        if not math.isfinite(self.loss) or not all_finite(self.grad):
+            raise FloatingPointError("the loss or its gradient is not finite at these params")
+
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """∇²L(w) v for a flat vector v of length P."""
         check_tensor(v, "v", shape=(self._size,))
         self.n_matvecs += 1
+        if self.method == "layerwise":
+            return self._dense.hvp(v.to(self._dtype).contiguous())
         if self.method == "forward-over-reverse":
             out = hvp(self.model, self.loss_fn, self.x, self.y, v.to(self._dtype), self.params)
             return out  # type: ignore[return-value]
@@ -246,7 +297,7 @@ def top_hessian_eigenvalue(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y
                            *, tol: float = 1e-3, warm_start: object = None,
                            seed: int | None = None, params: Mapping[str, torch.Tensor] | None = None,
                            max_hvp: int = 100, min_hvp: int | None = None,
-                           method: str = "double-backward") -> SharpnessResult:
+                           method: str = "auto") -> SharpnessResult:
     """The sharpness λmax(∇²L(w)) of L(w) = loss_fn(f(x; w), y), the local β of Chiang Def. 10.1.
 
     Runs :func:`nnopt.linalg.lanczos` on :class:`HessianOperator` and stops as soon as the
@@ -285,7 +336,8 @@ def top_hessian_eigenvalue(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y
         Products before the first convergence test; default :data:`COLD_MIN_HVP` (20) for a
         random start and 1 for a warm start.
     method
-        ``"double-backward"`` or ``"forward-over-reverse"`` (see :class:`HessianOperator`).
+        ``"auto"`` (default), ``"layerwise"``, ``"double-backward"`` or
+        ``"forward-over-reverse"``: how each product is computed (see :class:`HessianOperator`).
     """
     op = HessianOperator(model, loss_fn, x, y, params, method=method)
     return _top_k(op, 1, tol, warm_start, seed, max_hvp, min_hvp)
@@ -296,7 +348,7 @@ def top_hessian_eigenvalues(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, 
                             seed: int | None = None,
                             params: Mapping[str, torch.Tensor] | None = None,
                             max_hvp: int = 100, min_hvp: int | None = None,
-                            method: str = "double-backward") -> SharpnessResult:
+                            method: str = "auto") -> SharpnessResult:
     """The k largest eigenvalues of ∇²L(w) (descending), each certified to ``tol`` (relative).
 
     Same as :func:`top_hessian_eigenvalue`, but Lanczos runs until all k top Ritz pairs have

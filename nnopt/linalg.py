@@ -38,7 +38,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from .device import make_generator
-from .validation import check_int, check_positive, check_tensor
+from .validation import all_finite, check_int, check_positive, check_tensor
 
 __all__ = [
     "LinearOperator",
@@ -234,7 +234,7 @@ def _check_result_vector(w: torch.Tensor, op: LinearOperator) -> torch.Tensor:
     if not isinstance(w, torch.Tensor) or w.shape != (op.size,):
         raise ValueError(f"A.matvec must return a vector of shape ({op.size},), got "
                          f"{getattr(w, 'shape', type(w).__name__)}")
-    if not bool(torch.isfinite(w).all()):
+    if not all_finite(w):
         raise FloatingPointError("A.matvec returned non-finite values")
     return w
 

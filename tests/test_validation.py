@@ -9,8 +9,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nnopt.validation import (check_choice, check_int, check_positive, check_probability,
-                              check_same_device, check_same_dtype, check_tensor)
+from nnopt.validation import (all_finite, check_choice, check_int, check_positive,
+                              check_probability, check_same_device, check_same_dtype, check_tensor)
 
 
 def test_check_tensor_accepts_and_returns_good_input():
@@ -40,6 +40,23 @@ def test_check_tensor_errors(value, kwargs, exc, match):
 def test_non_finite_allowed_when_asked():
     check_tensor(torch.tensor([float("nan")]), "x", finite=False)
     check_tensor(torch.tensor([1, 2]), "x", floating=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_all_finite_agrees_with_isfinite(dtype):
+    big = torch.finfo(dtype).max
+    cases = [
+        torch.zeros(0, dtype=dtype),
+        torch.randn(1000, generator=torch.Generator().manual_seed(0)).to(dtype),
+        torch.tensor([1.0, float("nan")], dtype=dtype),
+        torch.tensor([float("-inf"), 2.0], dtype=dtype),
+        torch.tensor([float("inf"), float("-inf")], dtype=dtype),  # the sum is NaN
+        torch.full((4,), big, dtype=dtype),  # finite entries whose sum overflows
+        torch.tensor([[big, -big], [1.0, 2.0]], dtype=dtype),
+    ]
+    for t in cases:
+        assert all_finite(t) == bool(torch.isfinite(t).all()), t
+    assert all_finite(torch.full((4,), big, dtype=dtype))  # the overflow is not a false alarm
 
 
 def test_same_device_and_dtype():
