@@ -43,6 +43,7 @@ the alternating blocks and repeats cancel slow drifts.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -110,7 +111,6 @@ def reference_sharpness(net: nn.Module, params: dict, x: torch.Tensor, y: torch.
 
 
 def _double(net: nn.Module) -> nn.Module:
-    import copy
     return copy.deepcopy(net).double()
 
 
@@ -262,7 +262,6 @@ def main() -> int:
 
 
 def _module_at(net: nn.Module, params: dict) -> nn.Module:
-    import copy
     m = copy.deepcopy(net)
     with torch.no_grad():
         for k, p in m.named_parameters():

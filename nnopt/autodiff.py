@@ -172,13 +172,17 @@ def unflatten(vector: torch.Tensor, like: Mapping[str, torch.Tensor]) -> Params:
 # --------------------------------------------------------------------------- derivatives
 
 
+def _scalar_loss(value: object) -> torch.Tensor:
+    """The value of ``loss_fn`` as a 0-d tensor; a clear error if it is not a single number."""
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        raise ValueError("loss_fn must return a scalar tensor")
+    return value.reshape(())
+
+
 def _loss_of(model: nn.Module, loss_fn: LossFn, x: torch.Tensor,
              y: torch.Tensor) -> Callable[[Params], torch.Tensor]:
     def loss(p: Params) -> torch.Tensor:
-        value = loss_fn(torch.func.functional_call(model, p, (x,)), y)
-        if not isinstance(value, torch.Tensor) or value.numel() != 1:
-            raise ValueError("loss_fn must return a scalar tensor")
-        return value.reshape(())
+        return _scalar_loss(loss_fn(torch.func.functional_call(model, p, (x,)), y))
     return loss
 
 

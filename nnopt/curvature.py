@@ -41,6 +41,7 @@ from .autodiff import (
     _check_data,
     _check_loss_fn,
     _resolve,
+    _scalar_loss,
     flatten,
     hvp,
     num_params,
@@ -108,18 +109,10 @@ class HessianOperator(linalg.StoredShapeOperator):
         self.params: Params = {k: t.detach() for k, t in p.items()}
         first = next(iter(self.params.values()))
         self._set_shape(num_params(self.params), first.dtype, first.device)
-        layers = dense_layers(model) if method in ("auto", "layerwise") else None
-        if method == "layerwise":
-            if layers is None:
-                raise ValueError("method='layerwise' needs an nn.Sequential of nn.Linear layers, "
-                                 "each followed by at most one Tanh, Sigmoid, ReLU or Identity")
-            if x.ndim != 2:
-                raise ValueError(f"method='layerwise' needs x of shape (n, d), got shape "
-                                 f"{tuple(x.shape)}")
-            if x.dtype != first.dtype:
-                raise TypeError(f"method='layerwise' needs x of the parameters' dtype "
-                                f"{first.dtype}, got {x.dtype}")
-        if method == "auto":
+        if method in ("auto", "layerwise"):
+            layers = dense_layers(model)
+            if method == "layerwise":
+                _require_layerwise(layers, x, first.dtype)
             fits = layers is not None and x.ndim == 2 and x.dtype == first.dtype
             method = "layerwise" if fits else "double-backward"
         self.method = method
@@ -136,10 +129,7 @@ class HessianOperator(linalg.StoredShapeOperator):
             return
         with torch.enable_grad():
             leaves = {k: t.clone().requires_grad_(True) for k, t in self.params.items()}
-            loss = loss_fn(torch.func.functional_call(model, leaves, (x,)), y)
-            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                raise ValueError("loss_fn must return a scalar tensor")
-            loss = loss.reshape(())
+            loss = _scalar_loss(loss_fn(torch.func.functional_call(model, leaves, (x,)), y))
             keep = self.method == "double-backward"
             grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=keep,
                                         allow_unused=True)
@@ -176,6 +166,19 @@ class HessianOperator(linalg.StoredShapeOperator):
                                        retain_graph=True, allow_unused=True)
         return torch.cat([(torch.zeros_like(t) if o is None else o).reshape(-1)
                           for o, t in zip(outs, self._leaves)])
+
+
+def _require_layerwise(layers: object, x: torch.Tensor, dtype: torch.dtype) -> None:
+    """Why ``method="layerwise"`` cannot be used, as an error (nothing if it can)."""
+    if layers is None:
+        raise ValueError("method='layerwise' needs an nn.Sequential of nn.Linear layers, "
+                         "each followed by at most one Tanh, Sigmoid, ReLU or Identity")
+    if x.ndim != 2:
+        raise ValueError(f"method='layerwise' needs x of shape (n, d), got shape "
+                         f"{tuple(x.shape)}")
+    if x.dtype != dtype:
+        raise TypeError(f"method='layerwise' needs x of the parameters' dtype {dtype}, got "
+                        f"{x.dtype}")
 
 
 def hvp_to_gradient_macs(widths: Sequence[int]) -> Fraction:

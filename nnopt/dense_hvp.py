@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .autodiff import _scalar_loss
+
 __all__ = ["DenseLayer", "dense_layers", "DenseNetworkHessian"]
 
 # σ(z) → (a, σ'(z), σ''(z)); None stands for the constant 1 (σ') or 0 (σ'')
@@ -131,11 +133,9 @@ class DenseNetworkHessian:
                 d2.append(s2)
         with torch.enable_grad():
             self._out = a.detach().requires_grad_(True)
-            loss = loss_fn(self._out, y)
-            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                raise ValueError("loss_fn must return a scalar tensor")
-            (g_out,) = torch.autograd.grad(loss.reshape(()), self._out, create_graph=True)
-        self.loss = loss.detach().reshape(())
+            loss = _scalar_loss(loss_fn(self._out, y))
+            (g_out,) = torch.autograd.grad(loss, self._out, create_graph=True)
+        self.loss = loss.detach()
         self._g_out = g_out  # ∂L/∂a_L with its graph, for the loss's Hessian
         self._curved_loss = g_out.requires_grad
         with torch.no_grad():

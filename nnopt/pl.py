@@ -137,7 +137,8 @@ class GDPLTrace:
 
     ``gaps`` has length steps + 1 (ξ at x₀ … x_steps); ``grad_sq`` and ``mus`` have length
     steps (measured at x₀ … x_{steps−1}, the points the steps start from); ``params`` is the
-    final parameter dict.
+    final parameter dict. A run whose loss stopped being finite ends at that point: all three
+    are then as long as the steps taken plus one, and the last gap is not finite.
     """
 
     gaps: torch.Tensor
@@ -160,18 +161,16 @@ def gd_local_pl(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor]
     parameters; the module is not modified. When the gap
     reaches 0, μ is recorded as 0 from there on.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_tensor(x, "x")
-    check_tensor(y, "y", floating=False)
-    n_steps = check_int(steps, "steps", minimum=1)
+    n_steps = check_int(steps, "steps", minimum=1)  # the model and data: gd_with_sharpness
     f_star = _real(loss_star, "loss_star")
     run = gd_with_sharpness(model, loss_fn, x, y, lr=lr, steps=n_steps, every=None)
-    final = float(loss_value(model, loss_fn, x, y, run.params))
-    gaps = torch.tensor(run.loss + [final], dtype=torch.float64) - f_star
+    # a diverged run stopped before its last step, whose (non-finite) loss is already recorded
+    final = [] if run.diverged else [float(loss_value(model, loss_fn, x, y, run.params))]
+    gaps = torch.tensor(run.loss + final, dtype=torch.float64) - f_star
     grad_sq = torch.tensor(run.grad_sq, dtype=torch.float64)
-    live = gaps[:-1] > 0
-    mus = torch.where(live, grad_sq / (2.0 * gaps[:-1].where(live, torch.ones(()))), 0.0)
+    live = gaps[:len(grad_sq)] > 0
+    mus = torch.where(live, grad_sq / (2.0 * gaps[:len(grad_sq)].where(live, torch.ones(()))),
+                      0.0)
     return GDPLTrace(gaps, grad_sq, mus, float(lr), run.params)
 
 
@@ -210,12 +209,10 @@ def kernel_conditioning(gram: torch.Tensor) -> Conditioning:
     lo, hi = gershgorin_bounds(A)
     ev = torch.linalg.eigvalsh(0.5 * (A + A.T))
     lmin, lmax = float(ev[0]), float(ev[-1])
-    off = A - torch.diag(torch.diagonal(A))
-    radius = off.abs().sum(dim=1)
+    off = (A - torch.diag(torch.diagonal(A))).abs()
     kappa = lmax / lmin if lmin > 0 else math.inf
-    max_off = float(off.abs().max()) if n > 1 else 0.0
-    return Conditioning(lmin, lmax, kappa, lo, hi, float(radius.max()),
-                        float(torch.diagonal(A).min()), max_off)
+    return Conditioning(lmin, lmax, kappa, lo, hi, float(off.sum(dim=1).max()),
+                        float(torch.diagonal(A).min()), float(off.max()))
 
 
 def ntk_conditioning(model: nn.Module, x: torch.Tensor) -> Conditioning:

@@ -92,6 +92,22 @@ def test_gd_on_quadratic_obeys_lemma_11_and_lemma_1(n, seed, steps):
     assert float((w - w_before.reshape(-1)).norm()) <= distance_bound(float(tr.gaps[0]), lam_min, L) * (1 + 1e-9)
 
 
+def test_gd_local_pl_stops_where_the_loss_blows_up():
+    """Step 3/L on ½ λ w² multiplies the gap by 4 each step: it ends at the first infinite
+    loss, recorded once, with one μ per step taken."""
+    model = nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    x = torch.ones(1, 1, dtype=D)
+    loss = lambda out, tgt: 0.5 * (out.reshape(-1) ** 2).sum()  # noqa: E731  (λ = L = 1)
+    tr = gd_local_pl(model, loss, x, torch.zeros(1, dtype=D), lr=3.0, steps=2000)
+    k = len(tr.mus)
+    assert k < 2000 and tr.gaps.shape == (k,) and tr.grad_sq.shape == (k,)
+    assert torch.isfinite(tr.gaps[:-1]).all() and not torch.isfinite(tr.gaps[-1])
+    torch.testing.assert_close(tr.gaps[1:-1] / tr.gaps[:-2], torch.full((k - 2,), 4.0, dtype=D))
+    assert (tr.mus[:-1] == 1.0).all()  # ‖∇f‖² / (2ξ) = λ on a quadratic
+
+
 def test_kernel_conditioning_against_eigvalsh():
     A = spd(6, 3)
     c = kernel_conditioning(A)
