@@ -20,11 +20,12 @@ module, so that no estimator ever changes a module's parameters in place:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import cast
 
 import torch
 from torch import nn
 
-from .validation import check_same_device, check_same_dtype, check_tensor
+from .validation import check_callable, check_same_device, check_same_dtype, check_tensor
 
 __all__ = [
     "Params",
@@ -56,10 +57,8 @@ def _check_model(model: object) -> nn.Module:
 
 
 def _check_loss_fn(loss_fn: object) -> LossFn:
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be callable as loss_fn(outputs, targets), got "
-                        f"{type(loss_fn).__name__}")
-    return loss_fn
+    check_callable(loss_fn, "loss_fn", signature="loss_fn(outputs, targets)")
+    return cast(LossFn, loss_fn)
 
 
 def _check_params(params: object, model: nn.Module, name: str = "params") -> Params:

@@ -21,6 +21,8 @@ H_{ij,kω} = δ_jω k_j(w_i, z_k) (Balboni §5.3, the matrix H^l).
   is independence of points (Def. 5).
 * :func:`min_singular_ratio`, :func:`is_full_rank`, :func:`minor_sum_of_squares` — full
   column rank of a layer matrix and the function φ of the proof of Lemma 10 (Cauchy–Binet).
+* :func:`last_layer_solution` — the minimum-norm least-squares V with V H = G: a stationary
+  point in the last layer's coefficients (Lemma 4) and the end of the path of Theorem 3.
 * :class:`DescendingPath`, :func:`descending_path` — the last-layer path of Theorem 3.
 """
 
@@ -33,23 +35,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .validation import check_choice, check_int, check_positive, check_same_dtype, check_tensor
+from .validation import (check_callable, check_choice, check_int, check_positive, check_real,
+                         check_same_dtype, check_tensor)
 
 __all__ = [
     "fc_kernel", "conv_kernel", "recurrent_features", "recurrent_kernel", "KernelLayer",
     "dkm_outputs", "fc_independent_points", "recurrent_independent_points", "points_matrix",
     "are_independent", "min_singular_ratio", "is_full_rank", "minor_sum_of_squares",
-    "DescendingPath", "descending_path",
+    "last_layer_solution", "DescendingPath", "descending_path",
 ]
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 KINDS = ("fc", "conv", "recurrent")
-
-
-def _check_activation(activation: object) -> Activation:
-    if not callable(activation):
-        raise TypeError(f"activation must be callable, got {type(activation).__name__}")
-    return activation
 
 
 def fc_kernel(x: torch.Tensor, x2: torch.Tensor, activation: Activation = torch.tanh) -> torch.Tensor:
@@ -61,7 +58,7 @@ def fc_kernel(x: torch.Tensor, x2: torch.Tensor, activation: Activation = torch.
     """
     x = check_tensor(x, "x", ndim=2)
     x2 = check_tensor(x2, "x2", ndim=2)
-    activation = _check_activation(activation)
+    check_callable(activation, "activation")
     check_same_dtype(x=x, x2=x2)
     if x.shape[1] != x2.shape[1]:
         raise ValueError(f"x2 must have {x.shape[1]} columns like x, got shape {tuple(x2.shape)}")
@@ -81,7 +78,7 @@ def conv_kernel(x: torch.Tensor, x2: torch.Tensor, activation: Activation = torc
     """
     x = check_tensor(x, "x", ndim=4)
     x2 = check_tensor(x2, "x2", ndim=4)
-    activation = _check_activation(activation)
+    check_callable(activation, "activation")
     check_same_dtype(x=x, x2=x2)
     if x.shape[1:] != x2.shape[1:]:
         raise ValueError(f"x2 must have images of shape {tuple(x.shape[1:])} like x, "
@@ -106,7 +103,7 @@ def recurrent_features(z: torch.Tensor, u: torch.Tensor,
     z = check_tensor(z, "z", ndim=3)
     q = z.shape[2]
     u = check_tensor(u, "u", shape=(q, q))
-    activation = _check_activation(activation)
+    check_callable(activation, "activation")
     check_same_dtype(z=z, u=u)
     states, prev = [], torch.zeros_like(z[:, 0])
     for t in range(z.shape[1]):
@@ -155,7 +152,7 @@ class KernelLayer:
 
     def __post_init__(self) -> None:
         check_choice(self.kind, "kind", KINDS)
-        _check_activation(self.activation)
+        check_callable(self.activation, "activation")
         ndim = {"fc": 2, "conv": 4, "recurrent": 3}[self.kind]
         check_tensor(self.basis, "basis", ndim=ndim)
         if self.kind == "fc":
@@ -242,9 +239,7 @@ def fc_independent_points(s: int, r: float, c: float, *, dtype: torch.dtype = to
     σ(r) ≠ -(s-1) σ(c) (Lemma 9 with Lemma 8).
     """
     s = check_int(s, "s", minimum=1)
-    for name, v in (("r", r), ("c", c)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
+    r, c = check_real(r, "r"), check_real(c, "c")
     eye = torch.eye(s, dtype=dtype, device=device)
     return c + (r - c) * eye
 
@@ -260,7 +255,7 @@ def recurrent_independent_points(gamma: torch.Tensor, u: torch.Tensor, steps: in
     q = gamma.shape[1]
     u = check_tensor(u, "u", shape=(q, q))
     steps = check_int(steps, "steps", minimum=1)
-    activation = _check_activation(activation)
+    check_callable(activation, "activation")
     later = gamma - activation(gamma) @ u.T
     seq = [gamma] + [later] * (steps - 1)
     return torch.stack(seq, dim=1)
@@ -338,13 +333,35 @@ class DescendingPath:
     residual: float
 
 
+def last_layer_solution(H: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The minimum-norm least-squares solution V of V H = G and its relative residual.
+
+    ``H`` is the (pt, Nt) last-layer matrix and ``target`` the (N, t) outputs G; returns V of
+    shape (p, t) (by the pseudo-inverse, from the SVD, on H's device) and ‖V H − G‖ / ‖G‖, which
+    is zero when H has full column rank. For the squared error ‖α H − G‖² V is the stationary
+    point in α of least norm (Balboni Lemma 4) and the end of the path of Theorem 3.
+    """
+    H = check_tensor(H, "H", ndim=2)
+    target = check_tensor(target, "target", ndim=2)
+    check_same_dtype(H=H, target=target)
+    if target.numel() != H.shape[1]:
+        raise ValueError(f"target must have {H.shape[1]} entries (columns of H), got {target.numel()}")
+    t = target.shape[1]
+    if H.shape[0] % t:
+        raise ValueError(f"H must have a multiple of t = {t} rows (p·t), got {H.shape[0]}")
+    g = target.reshape(-1)
+    v = torch.linalg.pinv(H.T) @ g
+    residual = float(torch.linalg.norm(v @ H - g) / torch.linalg.norm(g).clamp_min(1e-300))
+    return v.reshape(H.shape[0] // t, t), residual
+
+
 def descending_path(H: torch.Tensor, alpha: torch.Tensor, target: torch.Tensor,
                     n_steps: int = 101) -> DescendingPath:
     """The last-layer path of the proof of Balboni Theorem 3 (PT property, Def. 6).
 
     ``H`` is the (pt, Nt) last-layer matrix, ``alpha`` the (p, t) coefficients and ``target`` the
     (N, t) outputs G to reach (the minimiser of a convex point loss). V is the least-squares
-    solution of V H = G; along α(τ) = (1-τ) α + τ V the outputs move on the segment from
+    solution of V H = G (:func:`last_layer_solution`); along α(τ) = (1-τ) α + τ V the outputs move on the segment from
     X = α H to V H, so a convex loss is non-increasing on it when V H = G.
     """
     H = check_tensor(H, "H", ndim=2)
@@ -354,14 +371,13 @@ def descending_path(H: torch.Tensor, alpha: torch.Tensor, target: torch.Tensor,
     n_steps = check_int(n_steps, "n_steps", minimum=2)
     if alpha.numel() != H.shape[0]:
         raise ValueError(f"alpha must have {H.shape[0]} entries (rows of H), got {alpha.numel()}")
-    if target.numel() != H.shape[1]:
-        raise ValueError(f"target must have {H.shape[1]} entries (columns of H), got {target.numel()}")
-    g = target.reshape(-1)
-    v = torch.linalg.pinv(H.T) @ g                    # minimum-norm least squares (SVD), any device
-    residual = float(torch.linalg.norm(v @ H - g) / torch.linalg.norm(g).clamp_min(1e-300))
+    if alpha.shape[1] != target.shape[1]:
+        raise ValueError(f"alpha and target must have the same number of columns t, got "
+                         f"{alpha.shape[1]} and {target.shape[1]}")
+    V, residual = last_layer_solution(H, target)
+    v = V.reshape(-1)
     taus = torch.linspace(0, 1, n_steps, dtype=H.dtype, device=H.device)
     a0 = alpha.reshape(-1)
     alphas = (1 - taus)[:, None] * a0 + taus[:, None] * v
     outputs = (alphas @ H).reshape(n_steps, *target.shape)
-    return DescendingPath(taus, alphas.reshape(n_steps, *alpha.shape), outputs,
-                          v.reshape(alpha.shape), residual)
+    return DescendingPath(taus, alphas.reshape(n_steps, *alpha.shape), outputs, V, residual)

@@ -37,6 +37,7 @@ import torch
 
 from .device import make_generator
 from .validation import (
+    check_callable,
     check_choice,
     check_int,
     check_positive,
@@ -570,8 +571,7 @@ def strict_saddle_report(
     for, since no finite test can certify one (Ma Thm. 8.3). Gradients and Hessians come from
     ``torch.func`` (exact automatic differentiation).
     """
-    if not callable(f):
-        raise TypeError(f"f must be callable, got {type(f).__name__}")
+    check_callable(f, "f")
     check_tensor(points, "points", ndim=2)
     d = points.shape[1]
     check_tensor(minima, "minima", shape=(None, d))
@@ -644,8 +644,7 @@ def perturbed_gradient_descent(
     of that radius is frozen from then on (to follow runs that escape to infinity); without
     it a non-finite iterate raises ``FloatingPointError``.
     """
-    if not callable(grad):
-        raise TypeError(f"grad must be callable, got {type(grad).__name__}")
+    check_callable(grad, "grad")
     check_tensor(x0, "x0", ndim=(1, 2))
     lr = check_positive(lr, "lr")
     steps = check_int(steps, "steps", minimum=0)

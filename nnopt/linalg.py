@@ -38,7 +38,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from .device import make_generator
-from .validation import all_finite, check_int, check_positive, check_tensor
+from .validation import all_finite, check_callable, check_int, check_positive, check_tensor
 
 __all__ = [
     "LinearOperator",
@@ -146,8 +146,7 @@ class FunctionOperator(StoredShapeOperator):
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], size: int, *,
                  dtype: torch.dtype = torch.float64,
                  device: torch.device | str = "cpu") -> None:
-        if not callable(fn):
-            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        check_callable(fn, "fn")
         self._fn = fn
         self._set_shape(size, dtype, device)
 

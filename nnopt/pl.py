@@ -12,7 +12,8 @@ Balboni ch. 4, ch. 6 and appendix B {balboni2025optimization}:
 * :class:`Conditioning`, :func:`kernel_conditioning`, :func:`ntk_conditioning` — extreme
   eigenvalues, condition number and the Gershgorin proxy of a Gram matrix (eq. 4.9), for the
   tangent kernel K = J Jᵀ of Lemma 2 via :mod:`nnopt.ntk`.
-* :func:`dual_relu` — the dual activation (Def. 14, eq. B.28) of the centred, unit-variance ReLU.
+* :func:`centred_relu`, :func:`dual_relu` — the centred, unit-variance ReLU and its dual
+  activation (Def. 14, eq. B.28).
 * :func:`random_gram_condition`, :func:`balboni_condition_factor` — the condition number of a
   Gaussian Gram matrix from the Marchenko–Pastur edges, and the factor of Balboni eq. 6.8.
 * :func:`pl_stability_bound`, :func:`stability_generalization_bound` — Lemma 3 (eqs 4.12–4.13,
@@ -38,28 +39,16 @@ from .autodiff import loss_value
 from .curvature import gd_with_sharpness
 from .linalg import gershgorin_bounds
 from .ntk import empirical_ntk, ntk_matrix
-from .validation import check_int, check_positive, check_tensor
+from .propagation import arccos_kernel
+from .validation import check_callable, check_int, check_positive, check_real, check_tensor
 
 __all__ = [
     "local_pl_coefficient", "pl_rate", "linear_rate_bound", "distance_bound", "pl_product_bound",
     "GDPLTrace", "gd_local_pl", "Conditioning", "kernel_conditioning", "ntk_conditioning",
-    "dual_relu", "random_gram_condition", "balboni_condition_factor", "pl_stability_bound",
+    "centred_relu", "dual_relu", "random_gram_condition", "balboni_condition_factor", "pl_stability_bound",
     "stability_generalization_bound", "gram_lower_bound", "mlp_feature_shift_bound",
     "layer_constants", "weak_pl_rate",
 ]
-
-
-def _real(value: object, name: str) -> float:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{name} must be a scalar, got shape {tuple(value.shape)}")
-        value = float(value.detach())
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    x = float(value)
-    if not math.isfinite(x):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return x
 
 
 def local_pl_coefficient(gradient: torch.Tensor, loss: float | torch.Tensor,
@@ -71,8 +60,8 @@ def local_pl_coefficient(gradient: torch.Tensor, loss: float | torch.Tensor,
     ``loss_star`` the minimum value f* (0 for an interpolating model). Requires f(x) > f*.
     """
     g = check_tensor(gradient, "gradient")
-    f = _real(loss, "loss")
-    f_star = _real(loss_star, "loss_star")
+    f = check_real(loss, "loss")
+    f_star = check_real(loss_star, "loss_star")
     if not f > f_star:
         raise ValueError(f"loss must exceed loss_star (the gap f - f* must be > 0), got {f} <= {f_star}")
     gg = g.detach().to(torch.float64).reshape(-1)
@@ -162,7 +151,7 @@ def gd_local_pl(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor]
     reaches 0, μ is recorded as 0 from there on.
     """
     n_steps = check_int(steps, "steps", minimum=1)  # the model and data: gd_with_sharpness
-    f_star = _real(loss_star, "loss_star")
+    f_star = check_real(loss_star, "loss_star")
     run = gd_with_sharpness(model, loss_fn, x, y, lr=lr, steps=n_steps, every=None)
     # a diverged run stopped before its last step, whose (non-finite) loss is already recorded
     final = [] if run.diverged else [float(loss_value(model, loss_fn, x, y, run.params))]
@@ -225,19 +214,34 @@ def ntk_conditioning(model: nn.Module, x: torch.Tensor) -> Conditioning:
     return kernel_conditioning(ntk_matrix(empirical_ntk(model, x)))
 
 
+_RELU_MEAN = 1.0 / math.sqrt(2.0 * math.pi)  # E[max(Z, 0)], Z ~ N(0, 1)
+_RELU_STD = math.sqrt(0.5 - 1.0 / (2.0 * math.pi))  # (E[max(Z, 0)²] − E[max(Z, 0)]²)^½
+
+
+def centred_relu(t: torch.Tensor) -> torch.Tensor:
+    """The centred, unit-variance ReLU σ(t) = (max(t, 0) − 1/√(2π)) / √(1/2 − 1/(2π)) (Balboni eq. B.28).
+
+    E[σ(Z)] = 0 and E[σ(Z)²] = 1 for Z ~ N(0, 1) (E[max(Z, 0)] = 1/√(2π), E[max(Z, 0)²] = 1/2);
+    its dual activation is :func:`dual_relu`.
+    """
+    t = check_tensor(t, "t")
+    return (torch.relu(t) - _RELU_MEAN) / _RELU_STD
+
+
 def dual_relu(rho: torch.Tensor) -> torch.Tensor:
     """Dual activation of the centred, unit-variance ReLU (Balboni Def. 14, eq. B.28).
 
-    For σ(t) = (max(t, 0) − 1/√(2π)) / √(1/2 − 1/(2π)), which has zero mean and unit variance
-    under a standard normal, σ̂(ρ) = E[σ(X)σ(Y)] with correlation ρ equals
-    (√(1 − ρ²) + (π − arccos ρ) ρ − 1) / (π − 1), from the arc-cosine kernel of degree 1.
-    So σ̂(1) = 1 and σ̂(0) = 0. Entries of ``rho`` must lie in [−1, 1].
+    For σ = :func:`centred_relu`, σ̂(ρ) = E[σ(X)σ(Y)] for standard normal X, Y with correlation ρ.
+    Expanding the product, σ̂(ρ) = (K(ρ) − 1/(2π)) / (1/2 − 1/(2π)) with K the arc-cosine
+    kernel of degree 1 (:func:`nnopt.propagation.arccos_kernel`, q = 1), that is
+    σ̂(ρ) = (√(1 − ρ²) + (π − arccos ρ) ρ − 1) / (π − 1). So σ̂(1) = 1 and σ̂(0) = 0.
+    Entries of ``rho`` must lie in [−1, 1].
     """
     r = check_tensor(rho, "rho")
     if bool((r.abs() > 1 + 1e-12).any()):
         raise ValueError("rho must have entries in [-1, 1] (correlations)")
-    r = r.clamp(-1.0, 1.0)
-    return (torch.sqrt(1 - r * r) + (math.pi - torch.arccos(r)) * r - 1.0) / (math.pi - 1.0)
+    kernel = torch.as_tensor(arccos_kernel(r.clamp(-1.0, 1.0)))  # float64
+    return ((kernel - _RELU_MEAN**2) / _RELU_STD**2).to(r.dtype)
 
 
 def _sizes(n: int, width: int) -> tuple[int, int]:
@@ -326,8 +330,7 @@ def mlp_feature_shift_bound(weights0: list[torch.Tensor], weights: list[torch.Te
     distances, as the bounds of Liu, Zhu and Belkin do. Returns the d_L of the last listed layer
     for every row of ``x`` (float64); the root of their sum of squares bounds ‖F − F⁰‖_F.
     """
-    if not callable(activation):
-        raise TypeError("activation must be callable")
+    check_callable(activation, "activation")
     if not isinstance(weights0, (list, tuple)) or not isinstance(weights, (list, tuple)):
         raise TypeError("weights0 and weights must be lists of 2-D tensors")
     if len(weights0) != len(weights) or len(weights0) == 0:

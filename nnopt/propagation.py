@@ -7,6 +7,8 @@ their second moments obey deterministic recursions:
 
 * :func:`q_map` — the length map q' = σ_w² E_z[φ(√q z)²] + σ_b², z ~ N(0, 1), and
   :func:`q_fixed_point`, its fixed point q*.
+* :func:`pair_moment` — E[f(u₁) f(u₂)] for two Gaussians of variance q and correlation c, and
+  :func:`arccos_kernel`, its closed form for f = ReLU (the arc-cosine kernel of degree 1).
 * :func:`c_map` — the correlation map of two inputs of equal length q:
   c' = (σ_w² E[φ(u₁) φ(u₂)] + σ_b²) / q_map(q), with u₁ = √q z₁ and
   u₂ = √q (c z₁ + √(1 − c²) z₂).
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .validation import check_choice, check_int, check_positive, check_tensor
+from .validation import check_callable, check_choice, check_int, check_positive, check_tensor
 
 __all__ = [
     "ACTIVATIONS",
@@ -44,6 +46,8 @@ __all__ = [
     "gaussian_expectation",
     "q_map",
     "q_fixed_point",
+    "pair_moment",
+    "arccos_kernel",
     "c_map",
     "chi1",
     "critical_sigma_w2",
@@ -105,10 +109,23 @@ def gauss_hermite(n_nodes: int = 101) -> tuple[torch.Tensor, torch.Tensor]:
 
 def gaussian_expectation(f: Callable[[torch.Tensor], torch.Tensor], n_nodes: int = 101) -> torch.Tensor:
     """E[f(z)] for z ~ N(0, 1) by Gauss–Hermite quadrature; ``f`` acts elementwise on a 1-D tensor."""
-    if not callable(f):
-        raise TypeError(f"f must be callable, got {type(f).__name__}")
+    check_callable(f, "f")
     x, w = gauss_hermite(n_nodes)
     return (w * f(x)).sum()
+
+
+def _bisect(root_above: Callable[[torch.Tensor], torch.Tensor], lo: torch.Tensor, hi: torch.Tensor,
+            tol: Callable[[torch.Tensor], torch.Tensor | float]) -> torch.Tensor:
+    """Elementwise bisection: halve [lo, hi] until hi − lo ≤ tol(hi), keeping the half that holds the root.
+
+    ``root_above(mid)`` is True where the root lies above ``mid``; lo and hi must bracket it.
+    """
+    while bool(((hi - lo) > tol(hi)).any()):
+        mid = 0.5 * (lo + hi)
+        up = root_above(mid)
+        lo = torch.where(up, mid, lo)
+        hi = torch.where(up, hi, mid)
+    return 0.5 * (lo + hi)
 
 
 def _as_tensor(value: Number, name: str, *, strict: bool) -> torch.Tensor:
@@ -176,19 +193,13 @@ def q_fixed_point(sigma_w2: Number, sigma_b2: Number, activation: str = "tanh", 
         safe = torch.where(slope < 1, 1 - slope, torch.ones_like(slope))
         q = torch.where(slope < 1, b2 / safe, torch.full_like(slope, math.inf))
         return _out(q, sigma_w2, sigma_b2)
-    lo = torch.zeros_like(w2)
-    hi = w2 + b2 + 1.0
-    while bool(((hi - lo) > tol * (1 + hi)).any()):
-        mid = 0.5 * (lo + hi)
-        up = w2 * _second_moment(mid, activation, n) + b2 - mid > 0
-        lo = torch.where(up, mid, lo)
-        hi = torch.where(up, hi, mid)
-    return _out(0.5 * (lo + hi), sigma_w2, sigma_b2)
+    q = _bisect(lambda mid: w2 * _second_moment(mid, activation, n) + b2 > mid,
+                torch.zeros_like(w2), w2 + b2 + 1.0, lambda hi: tol * (1 + hi))
+    return _out(q, sigma_w2, sigma_b2)
 
 
 def _pair_moment(c: torch.Tensor, q: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor],
                  n_nodes: int) -> torch.Tensor:
-    """E[f(u₁) f(u₂)] with u₁ = √q z₁, u₂ = √q (c z₁ + √(1 − c²) z₂), on a tensor-product rule."""
     x, w = _nodes(n_nodes)
     z1, z2 = x[:, None], x[None, :]
     ww = w[:, None] * w[None, :]
@@ -212,6 +223,36 @@ def _check_c(c: Number) -> torch.Tensor:
     return ct
 
 
+def pair_moment(f: Callable[[torch.Tensor], torch.Tensor], c: Number, q: Number = 1.0, *,
+                n_nodes: int = 61) -> Number:
+    """E[f(u₁) f(u₂)] with u₁ = √q z₁ and u₂ = √q (c z₁ + √(1 − c²) z₂), z₁, z₂ independent N(0, 1).
+
+    u₁ and u₂ are Gaussians of variance q and correlation c, the pre-activations of two inputs
+    of length q and correlation c (Balboni §1.1). Computed on the n_nodes × n_nodes tensor-product
+    Gauss–Hermite rule: exact for polynomial f of degree < n_nodes, and converging only like
+    1/n_nodes for an f with a jump (the ReLU's slope); :func:`arccos_kernel` is the closed form
+    for the ReLU itself. ``c`` and ``q`` broadcast; a float comes back when both are floats.
+    """
+    check_callable(f, "f")
+    ct = _check_c(c)
+    qt = _as_tensor(q, "q", strict=False)
+    return _out(_pair_moment(ct, qt, f, _check_nodes(n_nodes)), c, q)
+
+
+def arccos_kernel(c: Number, q: Number = 1.0) -> Number:
+    """E[relu(u₁) relu(u₂)] = q (√(1 − c²) + (π − arccos c) c) / (2π), u₁, u₂ as in :func:`pair_moment`.
+
+    The arc-cosine kernel of degree 1 (Cho and Saul 2009); chapter 11 derives it from Price's
+    theorem and Sheppard's orthant formula. Equals q/2 at c = 1 and q/(2π) at c = 0. ``c``
+    and ``q`` broadcast; a float comes back when both are floats.
+    """
+    ct = _check_c(c)
+    qt = _as_tensor(q, "q", strict=False)
+    out = qt / (2 * math.pi) * (torch.sqrt(torch.clamp(1 - ct * ct, min=0.0))
+                                + (math.pi - torch.arccos(ct)) * ct)
+    return _out(out, c, q)
+
+
 def c_map(c: Number, sigma_w2: Number, sigma_b2: Number, activation: str = "tanh", *,
           q: Number | None = None, n_nodes: int = 61) -> Number:
     """The correlation map c' = (σ_w² E[φ(u₁) φ(u₂)] + σ_b²) / q_map(q) (Balboni §1.1, eq. for q_ab).
@@ -220,8 +261,7 @@ def c_map(c: Number, sigma_w2: Number, sigma_b2: Number, activation: str = "tanh
     u₁ = √q z₁ and u₂ = √q (c z₁ + √(1 − c²) z₂) with z₁, z₂ independent N(0, 1). By
     Cauchy–Schwarz c' lies in [−1, 1], and c' = 1 at c = 1. For tanh the double integral uses
     an n_nodes × n_nodes Gauss–Hermite rule; for ReLU, whose kink makes that rule converge only
-    like 1/n_nodes, the closed form (the arc-cosine kernel of degree 1)
-    E[φ(u₁) φ(u₂)] = q (√(1 − c²) + (π − arccos c) c) / (2π); for the linear map q c.
+    like 1/n_nodes, the closed form :func:`arccos_kernel`; for the linear map q c.
     """
     ct = _check_c(c)
     w2 = _as_tensor(sigma_w2, "sigma_w2", strict=False)
@@ -232,9 +272,8 @@ def c_map(c: Number, sigma_w2: Number, sigma_b2: Number, activation: str = "tanh
           else _as_tensor(q, "q", strict=True))
     if not bool(torch.isfinite(qt).all()):
         raise ValueError("the fixed point q* is infinite here; pass a finite q")
-    if activation == "relu":  # the arc-cosine kernel of degree 1 (Cho and Saul 2009)
-        pair = qt / (2 * math.pi) * (torch.sqrt(torch.clamp(1 - ct * ct, min=0.0))
-                                     + (math.pi - torch.arccos(ct)) * ct)
+    if activation == "relu":
+        pair = torch.as_tensor(arccos_kernel(ct, qt))
         den = w2 * qt / 2 + b2
     elif activation == "linear":
         pair = qt * ct
@@ -252,18 +291,14 @@ def chi1(sigma_w2: Number, sigma_b2: Number, activation: str = "tanh", *,
     """χ₁ = σ_w² E_z[φ'(√q* z)²], z ~ N(0, 1) (Balboni §1.1; the measure is Gaussian, see the erratum of chapter 11).
 
     ``q`` defaults to the fixed point q*. For ReLU and linear φ the value does not depend on q
-    (σ_w²/2 and σ_w²), so an infinite q* is replaced by q = 1.
+    (σ_w²/2 and σ_w²), even where q* is infinite.
     """
     w2 = _as_tensor(sigma_w2, "sigma_w2", strict=False)
     b2 = _as_tensor(sigma_b2, "sigma_b2", strict=False)
     check_choice(activation, "activation", ACTIVATIONS)
     n = _check_nodes(n_nodes)
-    if q is None:
-        qt = torch.as_tensor(q_fixed_point(w2, b2, activation), dtype=_D)
-        if activation != "tanh":
-            qt = torch.where(torch.isfinite(qt), qt, torch.ones_like(qt))
-    else:
-        qt = _as_tensor(q, "q", strict=False)
+    qt = (torch.as_tensor(q_fixed_point(w2, b2, activation), dtype=_D) if q is None
+          else _as_tensor(q, "q", strict=False))
     return _out(w2 * _slope_moment(qt, activation, n), sigma_w2, sigma_b2)
 
 
@@ -276,16 +311,14 @@ def critical_sigma_w2(sigma_b2: Number, activation: str = "tanh", *, tol: float 
     b2 = _as_tensor(sigma_b2, "sigma_b2", strict=False)
     check_choice(activation, "activation", ACTIVATIONS)
     tol = check_positive(tol, "tol")
-    lo = torch.zeros_like(b2)
+
+    def root_above(w2: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(chi1(w2, b2, activation)) < 1
+
     hi = torch.full_like(b2, 1.0)
-    while bool((torch.as_tensor(chi1(hi, b2, activation)) < 1).any()):
-        hi = torch.where(torch.as_tensor(chi1(hi, b2, activation)) < 1, 2 * hi, hi)
-    while bool(((hi - lo) > tol).any()):
-        mid = 0.5 * (lo + hi)
-        below = torch.as_tensor(chi1(mid, b2, activation)) < 1
-        lo = torch.where(below, mid, lo)
-        hi = torch.where(below, hi, mid)
-    return _out(0.5 * (lo + hi), sigma_b2)
+    while bool((low := root_above(hi)).any()):  # double hi until χ₁(hi) ≥ 1 everywhere
+        hi = torch.where(low, 2 * hi, hi)
+    return _out(_bisect(root_above, torch.zeros_like(b2), hi, lambda _: tol), sigma_b2)
 
 
 def correlation_fixed_point(sigma_w2: float, sigma_b2: float, activation: str = "tanh", *,
@@ -299,17 +332,18 @@ def correlation_fixed_point(sigma_w2: float, sigma_b2: float, activation: str = 
     w2 = check_positive(sigma_w2, "sigma_w2")
     b2 = check_positive(sigma_b2, "sigma_b2", strict=False)
     check_choice(activation, "activation", ACTIVATIONS)
-    if float(chi1(w2, b2, activation)) <= 1.0:
-        return 1.0
+    tol = check_positive(tol, "tol")
     q = float(q_fixed_point(w2, b2, activation))
-    lo, hi = -1.0, 1.0 - 1e-9
-    while hi - lo > tol:
-        mid = 0.5 * (lo + hi)
-        if float(c_map(mid, w2, b2, activation, q=q, n_nodes=n_nodes)) > mid:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+    return _stable_correlation(w2, b2, activation, q, float(chi1(w2, b2, activation)), n_nodes, tol)
+
+
+def _stable_correlation(w2: float, b2: float, activation: str, q: float, chi: float,
+                        n_nodes: int, tol: float) -> float:
+    if chi <= 1.0:
+        return 1.0
+    c = _bisect(lambda mid: torch.as_tensor(c_map(mid, w2, b2, activation, q=q, n_nodes=n_nodes)) > mid,
+                torch.tensor(-1.0, dtype=_D), torch.tensor(1.0 - 1e-9, dtype=_D), lambda _: tol)
+    return float(c)
 
 
 def correlation_depth_scale(sigma_w2: float, sigma_b2: float, activation: str = "tanh", *,
@@ -323,12 +357,13 @@ def correlation_depth_scale(sigma_w2: float, sigma_b2: float, activation: str = 
     w2 = check_positive(sigma_w2, "sigma_w2")
     b2 = check_positive(sigma_b2, "sigma_b2", strict=False)
     check_choice(activation, "activation", ACTIVATIONS)
-    c_star = correlation_fixed_point(w2, b2, activation, n_nodes=n_nodes)
-    if c_star == 1.0:
-        chi_c = float(chi1(w2, b2, activation))
-    else:
-        q = torch.tensor(float(q_fixed_point(w2, b2, activation)), dtype=_D)
-        chi_c = w2 * float(_pair_moment(torch.tensor(c_star, dtype=_D), q, _dphi(activation), n_nodes))
+    n = _check_nodes(n_nodes)
+    q = float(q_fixed_point(w2, b2, activation))
+    chi_c = float(chi1(w2, b2, activation))
+    c_star = _stable_correlation(w2, b2, activation, q, chi_c, n, 1e-12)
+    if c_star < 1.0:
+        chi_c = w2 * float(_pair_moment(torch.tensor(c_star, dtype=_D), torch.tensor(q, dtype=_D),
+                                        _dphi(activation), n))
     if chi_c >= 1.0:
         return math.inf
     return -1.0 / math.log(chi_c)
@@ -343,7 +378,8 @@ def random_deep_net(width: int, depth: int, sigma_w2: float, sigma_b2: float,
     Weights W ~ N(0, σ_w²/width) (``"gaussian"``) or σ_w Q with Q Haar orthogonal
     (``"orthogonal"``, by :func:`torch.nn.init.orthogonal_`, which fixes the signs of the QR
     factors so that Q is Haar distributed); biases b ~ N(0, σ_b²) (Balboni §1.1). Sampled
-    on the CPU from ``generator``.
+    on the CPU from ``generator`` only: torch's global random state is not touched when a
+    generator is given.
     """
     n = check_int(width, "width", minimum=1)
     L = check_int(depth, "depth", minimum=1)
@@ -356,13 +392,12 @@ def random_deep_net(width: int, depth: int, sigma_w2: float, sigma_b2: float,
     layers: list[nn.Module] = []
     with torch.no_grad():
         for _ in range(L):
-            lin = nn.Linear(n, n, dtype=dtype)
+            lin = nn.utils.skip_init(nn.Linear, n, n, dtype=dtype)  # no default init: no global RNG draw
             if weights == "gaussian":
-                W = torch.randn(n, n, generator=generator, dtype=_D) * math.sqrt(w2 / n)
-                lin.weight.copy_(W.to(dtype))
+                lin.weight.normal_(0.0, math.sqrt(w2 / n), generator=generator)
             else:
                 nn.init.orthogonal_(lin.weight, gain=math.sqrt(w2), generator=generator)
-            lin.bias.copy_((torch.randn(n, generator=generator, dtype=_D) * math.sqrt(b2)).to(dtype))
+            lin.bias.normal_(0.0, math.sqrt(b2), generator=generator)
             layers += [lin, _module(activation)]
     return nn.Sequential(*layers)
 

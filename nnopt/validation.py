@@ -22,6 +22,8 @@ __all__ = [
     "check_int",
     "check_probability",
     "check_choice",
+    "check_real",
+    "check_callable",
     "all_finite",
 ]
 
@@ -117,13 +119,36 @@ def check_same_dtype(**tensors: torch.Tensor) -> torch.dtype:
     return next(iter(unique))
 
 
-def check_positive(value: object, name: str, *, strict: bool = True) -> float:
-    """Check that ``value`` is a finite real number, > 0 (or >= 0 if not ``strict``)."""
+def _finite_real(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     x = float(value)
     if not math.isfinite(x):
         raise ValueError(f"{name} must be finite, got {value}")
+    return x
+
+
+def check_real(value: object, name: str) -> float:
+    """Check that ``value`` is a finite real number or a one-element real tensor; return it as a float."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+        if value.dtype == torch.bool or value.is_complex():
+            raise TypeError(f"{name} must be real, got a tensor of dtype {value.dtype}")
+        value = value.detach().item()
+    return _finite_real(value, name)
+
+
+def check_callable(value: object, name: str, *, signature: str | None = None) -> None:
+    """Check that ``value`` is callable; ``signature`` (e.g. ``"loss_fn(outputs, targets)"``) goes into the message."""
+    if not callable(value):
+        how = f" as {signature}" if signature else ""
+        raise TypeError(f"{name} must be callable{how}, got {type(value).__name__}")
+
+
+def check_positive(value: object, name: str, *, strict: bool = True) -> float:
+    """Check that ``value`` is a finite real number, > 0 (or >= 0 if not ``strict``)."""
+    x = _finite_real(value, name)
     if strict and x <= 0:
         raise ValueError(f"{name} must be > 0, got {value}")
     if not strict and x < 0:

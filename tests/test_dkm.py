@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nnopt.dkm import (KernelLayer, are_independent, conv_kernel, descending_path, dkm_outputs,
-                           fc_independent_points, fc_kernel, is_full_rank, min_singular_ratio,
+                           fc_independent_points, fc_kernel, is_full_rank, last_layer_solution,
+                           min_singular_ratio,
                            minor_sum_of_squares, points_matrix, recurrent_features,
                            recurrent_independent_points, recurrent_kernel)
 
@@ -187,6 +188,25 @@ def test_descending_path_reaches_target_monotonically():
     torch.testing.assert_close(path.outputs[0], (alpha.reshape(-1) @ H).reshape(N, t))
 
 
+def test_last_layer_solution_is_the_least_norm_least_squares_point():
+    g = gen(10)
+    N, t, p = 5, 2, 3                                   # pt = 6 < Nt = 10: V H = G has no exact solution
+    H = torch.randn(p * t, N * t, dtype=D, generator=g)
+    G = torch.randn(N, t, dtype=D, generator=g)
+    V, residual = last_layer_solution(H, G)
+    assert V.shape == (p, t)
+    r = V.reshape(-1) @ H - G.reshape(-1)
+    assert float((H @ r).norm()) < 1e-12                # normal equations: stationary in α
+    assert residual == pytest.approx(float(r.norm() / G.norm()), rel=1e-12) and residual > 0.1
+    H_wide = torch.cat([H, H], dim=0)                   # rank-deficient rows: many minimisers
+    V2, _ = last_layer_solution(H_wide, G)              # least norm splits V evenly between copies
+    torch.testing.assert_close(V2.reshape(-1), torch.cat([V.reshape(-1), V.reshape(-1)]) / 2)
+    with pytest.raises(ValueError, match="multiple of t = 3"):
+        last_layer_solution(torch.zeros(4, 6, dtype=D), torch.zeros(2, 3, dtype=D))
+    with pytest.raises(TypeError, match="dtype"):
+        last_layer_solution(H, G.float())
+
+
 def test_dkm_outputs_composes_layers():
     g = gen(9)
     x = torch.randn(3, 4, dtype=D, generator=g)
@@ -227,5 +247,7 @@ def test_bad_inputs():
         fc_independent_points(0, 1.0, 0.0)
     with pytest.raises(ValueError, match="target"):
         descending_path(torch.eye(4, dtype=D), torch.zeros(2, 2, dtype=D), torch.zeros(3, 1, dtype=D))
+    with pytest.raises(ValueError, match="same number of columns"):
+        descending_path(torch.eye(4, dtype=D), torch.zeros(4, 1, dtype=D), torch.zeros(2, 2, dtype=D))
     with pytest.raises(ValueError, match="alphas"):
         dkm_outputs([layer], [], x)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from nnopt.ntk import empirical_ntk
-from nnopt.pl import (balboni_condition_factor, distance_bound, dual_relu, gd_local_pl,
+from nnopt.pl import (balboni_condition_factor, centred_relu, distance_bound, dual_relu, gd_local_pl,
                       gram_lower_bound, kernel_conditioning, layer_constants, linear_rate_bound,
                       local_pl_coefficient, mlp_feature_shift_bound, ntk_conditioning,
                       pl_product_bound, pl_rate, pl_stability_bound, random_gram_condition,
@@ -143,7 +143,7 @@ def test_dual_relu_against_quadrature():
     nodes, weights = np.polynomial.hermite_e.hermegauss(200)
     z = torch.tensor(nodes, dtype=D)
     wt = torch.tensor(weights, dtype=D) / math.sqrt(2 * math.pi)
-    sig = lambda u: (u.clamp_min(0) - 1 / math.sqrt(2 * math.pi)) / math.sqrt(0.5 - 1 / (2 * math.pi))  # noqa: E731
+    sig = centred_relu
     for rho in [-0.9, -0.3, 0.0, 0.4, 0.8, 1.0]:
         X = z[:, None]
         Y = rho * z[:, None] + math.sqrt(1 - rho * rho) * z[None, :]
@@ -151,6 +151,22 @@ def test_dual_relu_against_quadrature():
         assert float(dual_relu(torch.tensor(rho, dtype=D))) == pytest.approx(ref, abs=2e-3)
     assert float(dual_relu(torch.tensor(1.0, dtype=D))) == pytest.approx(1.0)
     assert float(dual_relu(torch.tensor(0.0, dtype=D))) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_centred_relu_has_zero_mean_unit_variance_and_keeps_dtype():
+    """E[σ(Z)] = 0 and E[σ(Z)²] = 1: integrate over z > 0 only, where σ is smooth (Gauss–Legendre)."""
+    import numpy as np
+    t, w = np.polynomial.legendre.leggauss(200)
+    z = torch.tensor(20 * (t + 1) / 2, dtype=D)              # [0, 20]; the tail beyond is < 1e-80
+    dens = torch.tensor(10 * w, dtype=D) * torch.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+    at_zero = float(centred_relu(torch.zeros(1, dtype=D)))   # σ on z ≤ 0, probability 1/2
+    mean = float((dens * centred_relu(z)).sum()) + 0.5 * at_zero
+    second = float((dens * centred_relu(z) ** 2).sum()) + 0.5 * at_zero**2
+    assert mean == pytest.approx(0.0, abs=1e-12) and second == pytest.approx(1.0, rel=1e-12)
+    assert centred_relu(torch.ones(3, dtype=torch.float32)).dtype == torch.float32
+    assert dual_relu(torch.tensor([0.5], dtype=torch.float32)).dtype == torch.float32
+    with pytest.raises(TypeError, match="t must be a torch.Tensor"):
+        centred_relu([0.5])
 
 
 def test_random_gram_condition_matches_sampled_wishart():

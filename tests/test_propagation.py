@@ -57,6 +57,48 @@ def test_q_fixed_point_is_fixed_and_attracting(w2, b2):
     assert q == pytest.approx(q_star, abs=1e-8)
 
 
+def test_pair_moment_is_exact_for_polynomials_and_broadcasts():
+    """E[u₁u₂] = q c and E[u₁²u₂²] = q²(1 + 2c²) (Isserlis), on a rule of 10 nodes."""
+    for c, q in [(-0.7, 0.4), (0.0, 1.0), (0.35, 2.5), (1.0, 1.3)]:
+        assert P.pair_moment(lambda u: u, c, q, n_nodes=10) == pytest.approx(q * c, abs=1e-13)
+        assert P.pair_moment(torch.square, c, q, n_nodes=10) == pytest.approx(
+            q * q * (1 + 2 * c * c), rel=1e-13)
+    cs = torch.tensor([-0.5, 0.2, 0.9], dtype=D)
+    out = P.pair_moment(lambda u: u, cs, torch.tensor([[1.0], [2.0]], dtype=D), n_nodes=10)
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 3)
+    torch.testing.assert_close(out, torch.stack([cs, 2 * cs]))
+
+
+def test_arccos_kernel_endpoints_tensors_and_bad_inputs():
+    q = 1.7
+    assert P.arccos_kernel(1.0, q) == pytest.approx(q / 2, rel=1e-15)      # E[relu(u)²] = q/2
+    assert P.arccos_kernel(0.0, q) == pytest.approx(q / (2 * math.pi), rel=1e-15)   # E[relu(u)]²
+    assert P.arccos_kernel(-1.0, q) == pytest.approx(0.0, abs=1e-15)       # relu(u) relu(−u) = 0
+    cs = torch.linspace(-1, 1, 9, dtype=D)
+    k = P.arccos_kernel(cs)
+    assert isinstance(k, torch.Tensor) and bool((k.diff() > 0).all())       # increasing in c
+    with pytest.raises(ValueError, match="c must lie"):
+        P.arccos_kernel(1.01)
+    with pytest.raises(ValueError, match="q"):
+        P.arccos_kernel(0.5, -1.0)
+    with pytest.raises(TypeError, match="f must be callable"):
+        P.pair_moment("relu", 0.5)
+    with pytest.raises(ValueError, match="n_nodes"):
+        P.pair_moment(torch.relu, 0.5, n_nodes=1)
+
+
+def test_random_deep_net_leaves_the_global_generator_alone():
+    """With a generator, building the net must not advance torch's global random state."""
+    state = torch.random.get_rng_state()
+    g = torch.Generator().manual_seed(3)
+    for weights in ("gaussian", "orthogonal"):
+        P.random_deep_net(16, 3, 1.5, 0.1, weights=weights, generator=g)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    a = P.random_deep_net(8, 2, 1.5, 0.1, generator=torch.Generator().manual_seed(4))
+    b = P.random_deep_net(8, 2, 1.5, 0.1, generator=torch.Generator().manual_seed(4))
+    assert all(torch.equal(p, r) for p, r in zip(a.parameters(), b.parameters()))
+
+
 def test_q_fixed_point_closed_forms_and_ordered_zero():
     assert P.q_fixed_point(1.2, 0.3, "relu") == pytest.approx(0.3 / (1 - 0.6), rel=1e-14)
     assert P.q_fixed_point(0.5, 0.3, "linear") == pytest.approx(0.6, rel=1e-14)
@@ -69,9 +111,9 @@ def test_relu_c_map_closed_form_matches_quadrature_and_monte_carlo(c):
     w2, b2, q = 1.5, 0.1, 1.3
     want = (w2 * relu_pair(c, q) + b2) / (w2 * q / 2 + b2)
     assert P.c_map(c, w2, b2, "relu", q=q) == pytest.approx(want, abs=1e-14)
+    assert P.arccos_kernel(c, q) == pytest.approx(relu_pair(c, q), rel=1e-14)
     # an independent route: the generic tensor-product rule, slow (1/n) because of the kink
-    quad = P._pair_moment(torch.tensor(c, dtype=D), torch.tensor(q, dtype=D), torch.relu, 300)
-    assert float(quad) == pytest.approx(relu_pair(c, q), abs=2.5e-3)
+    assert P.pair_moment(torch.relu, c, q, n_nodes=300) == pytest.approx(relu_pair(c, q), abs=2.5e-3)
     g = torch.Generator().manual_seed(1)
     z1, z2 = torch.randn(2, 1_000_000, generator=g, dtype=D)
     u1, u2 = math.sqrt(q) * z1, math.sqrt(q) * (c * z1 + math.sqrt(1 - c * c) * z2)

@@ -9,8 +9,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nnopt.validation import (all_finite, check_choice, check_int, check_positive,
-                              check_probability, check_same_device, check_same_dtype, check_tensor)
+from nnopt.validation import (all_finite, check_callable, check_choice, check_int, check_positive,
+                              check_probability, check_real, check_same_device, check_same_dtype,
+                              check_tensor)
 
 
 def test_check_tensor_accepts_and_returns_good_input():
@@ -112,3 +113,27 @@ def test_check_probability_and_choice():
     assert check_choice("a", "mode", ["a", "b"]) == "a"
     with pytest.raises(ValueError, match=r"mode must be one of \['a', 'b'\], got 'c'"):
         check_choice("c", "mode", ["a", "b"])
+
+
+def test_check_real_accepts_numbers_and_one_element_tensors():
+    assert check_real(3, "x") == 3.0 and check_real(-2.5, "x") == -2.5
+    assert check_real(torch.tensor([[0.25]]), "x") == 0.25
+    x = torch.tensor(1.5, requires_grad=True)
+    assert check_real(x * 2, "x") == 3.0
+    for bad, exc, match in [(True, TypeError, "x must be a real number, got bool"),
+                            ("1", TypeError, "got str"),
+                            (math.nan, ValueError, "x must be finite"),
+                            (torch.tensor(math.inf), ValueError, "x must be finite"),
+                            (torch.zeros(2), ValueError, r"x must be a scalar, got a tensor of shape \(2,\)"),
+                            (torch.tensor(True), TypeError, "x must be real"),
+                            (torch.tensor(1j), TypeError, "x must be real")]:
+        with pytest.raises(exc, match=match):
+            check_real(bad, "x")
+
+
+def test_check_callable_names_the_argument_and_signature():
+    check_callable(len, "f")
+    with pytest.raises(TypeError, match=r"^f must be callable, got int$"):
+        check_callable(3, "f")
+    with pytest.raises(TypeError, match=r"loss_fn must be callable as loss_fn\(outputs, targets\), got str"):
+        check_callable("mse", "loss_fn", signature="loss_fn(outputs, targets)")
