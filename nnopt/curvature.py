@@ -111,10 +111,10 @@ class HessianOperator(linalg.StoredShapeOperator):
         self._set_shape(num_params(self.params), first.dtype, first.device)
         if method in ("auto", "layerwise"):
             layers = dense_layers(model)
-            if method == "layerwise":
-                _require_layerwise(layers, x, first.dtype)
-            fits = layers is not None and x.ndim == 2 and x.dtype == first.dtype
-            method = "layerwise" if fits else "double-backward"
+            obstacle = _layerwise_obstacle(layers, x, first.dtype)
+            if method == "layerwise" and obstacle is not None:
+                raise obstacle
+            method = "double-backward" if obstacle is not None else "layerwise"
         self.method = method
         if method == "layerwise":
             assert layers is not None
@@ -168,17 +168,18 @@ class HessianOperator(linalg.StoredShapeOperator):
                           for o, t in zip(outs, self._leaves)])
 
 
-def _require_layerwise(layers: object, x: torch.Tensor, dtype: torch.dtype) -> None:
-    """Why ``method="layerwise"`` cannot be used, as an error (nothing if it can)."""
+def _layerwise_obstacle(layers: object, x: torch.Tensor, dtype: torch.dtype) -> Exception | None:
+    """Why ``method="layerwise"`` cannot be used, as the error to raise; None if it can."""
     if layers is None:
-        raise ValueError("method='layerwise' needs an nn.Sequential of nn.Linear layers, "
-                         "each followed by at most one Tanh, Sigmoid, ReLU or Identity")
+        return ValueError("method='layerwise' needs an nn.Sequential of nn.Linear layers, "
+                          "each followed by at most one Tanh, Sigmoid, ReLU or Identity")
     if x.ndim != 2:
-        raise ValueError(f"method='layerwise' needs x of shape (n, d), got shape "
-                         f"{tuple(x.shape)}")
+        return ValueError(f"method='layerwise' needs x of shape (n, d), got shape "
+                          f"{tuple(x.shape)}")
     if x.dtype != dtype:
-        raise TypeError(f"method='layerwise' needs x of the parameters' dtype {dtype}, got "
-                        f"{x.dtype}")
+        return TypeError(f"method='layerwise' needs x of the parameters' dtype {dtype}, got "
+                         f"{x.dtype}")
+    return None
 
 
 def hvp_to_gradient_macs(widths: Sequence[int]) -> Fraction:

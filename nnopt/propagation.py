@@ -333,14 +333,9 @@ def correlation_fixed_point(sigma_w2: float, sigma_b2: float, activation: str = 
     b2 = check_positive(sigma_b2, "sigma_b2", strict=False)
     check_choice(activation, "activation", ACTIVATIONS)
     tol = check_positive(tol, "tol")
-    q = float(q_fixed_point(w2, b2, activation))
-    return _stable_correlation(w2, b2, activation, q, float(chi1(w2, b2, activation)), n_nodes, tol)
-
-
-def _stable_correlation(w2: float, b2: float, activation: str, q: float, chi: float,
-                        n_nodes: int, tol: float) -> float:
-    if chi <= 1.0:
+    if float(chi1(w2, b2, activation)) <= 1.0:
         return 1.0
+    q = float(q_fixed_point(w2, b2, activation))
     c = _bisect(lambda mid: torch.as_tensor(c_map(mid, w2, b2, activation, q=q, n_nodes=n_nodes)) > mid,
                 torch.tensor(-1.0, dtype=_D), torch.tensor(1.0 - 1e-9, dtype=_D), lambda _: tol)
     return float(c)
@@ -357,13 +352,12 @@ def correlation_depth_scale(sigma_w2: float, sigma_b2: float, activation: str = 
     w2 = check_positive(sigma_w2, "sigma_w2")
     b2 = check_positive(sigma_b2, "sigma_b2", strict=False)
     check_choice(activation, "activation", ACTIVATIONS)
-    n = _check_nodes(n_nodes)
-    q = float(q_fixed_point(w2, b2, activation))
-    chi_c = float(chi1(w2, b2, activation))
-    c_star = _stable_correlation(w2, b2, activation, q, chi_c, n, 1e-12)
-    if c_star < 1.0:
-        chi_c = w2 * float(_pair_moment(torch.tensor(c_star, dtype=_D), torch.tensor(q, dtype=_D),
-                                        _dphi(activation), n))
+    c_star = correlation_fixed_point(w2, b2, activation, n_nodes=n_nodes)
+    if c_star == 1.0:
+        chi_c = float(chi1(w2, b2, activation))
+    else:
+        q = float(q_fixed_point(w2, b2, activation))
+        chi_c = w2 * float(pair_moment(_dphi(activation), c_star, q, n_nodes=n_nodes))
     if chi_c >= 1.0:
         return math.inf
     return -1.0 / math.log(chi_c)

@@ -92,10 +92,12 @@ def check_tensor(
 
 
 def all_finite(t: torch.Tensor) -> bool:
-    """Whether every entry of the floating tensor ``t`` is finite. A NaN or infinity anywhere makes the sum NaN or infinite,
-    so a finite sum settles it in one reduction (10× faster than ``isfinite(t).all()`` on a
-    vector of 5·10⁴ floats); an infinite sum (a NaN or infinity, or an overflow) is checked
-    entry by entry."""
+    """Whether every entry of the floating tensor ``t`` is finite.
+
+    A NaN or infinity anywhere makes the sum NaN or infinite, so a finite sum settles it in one
+    reduction (10× faster than ``isfinite(t).all()`` on a vector of 5·10⁴ floats); a sum that
+    is not finite (a NaN or infinity, or an overflow) is checked entry by entry.
+    """
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 

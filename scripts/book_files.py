@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,18 @@ def notebook_fingerprint(nb: Any) -> str:
             h.update(source.strip().encode())
             h.update(b"\x00")
     return h.hexdigest()
+
+
+def notebook_client(nb: Any, path: Path, timeout: int, *, scale: str = "default",
+                    allow_errors: bool = False) -> Any:
+    """An ``nbclient.NotebookClient`` that runs ``nb`` as the book's notebooks are run.
+
+    The kernel starts in the notebook's folder and inherits the environment, which is set to
+    2 torch threads (as on the reference CPU), a fixed hash seed and ``NNOPT_SCALE=scale``.
+    """
+    from nbclient import NotebookClient
+
+    os.environ.update({"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "PYTHONHASHSEED": "0",
+                       "NNOPT_SCALE": scale})
+    return NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
+                          resources={"metadata": {"path": str(path.parent)}})

@@ -24,19 +24,17 @@ the failure, the error is printed, the others still run, and the exit status is 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.book_files import book_notebooks, notebook_fingerprint  # noqa: E402
+from scripts.book_files import book_notebooks, notebook_client, notebook_fingerprint  # noqa: E402
 
 
 def execute(path: Path, timeout: int, large_dir: Path | None = None) -> float:
@@ -44,15 +42,8 @@ def execute(path: Path, timeout: int, large_dir: Path | None = None) -> float:
     ``large_dir``, run it at ``NNOPT_SCALE=large`` and write the copy there instead."""
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop("nnopt", None)
-    # the kernel inherits the environment: stored outputs are always those of the default size
-    os.environ.update({"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2",
-                       "NNOPT_SCALE": "default" if large_dir is None else "large"})
-    client = NotebookClient(
-        nb,
-        timeout=timeout,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(path.parent)}},
-    )
+    # stored outputs are always those of the default size
+    client = notebook_client(nb, path, timeout, scale="default" if large_dir is None else "large")
     start = time.perf_counter()
     try:
         client.execute()

@@ -19,16 +19,17 @@ failed.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import time
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts.book_files import notebook_client  # noqa: E402
 
 _SEED_EVERYTHING = re.compile(r"seed_everything\((\d+)\)")
 _MANUAL_SEED = re.compile(r"manual_seed\(([^()]*(?:\([^()]*\))?[^()]*)\)")
@@ -62,9 +63,7 @@ def audit(path: Path, shift: int, out_dir: Path, timeout: int) -> list[str]:
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.source, _ = shift_seeds(cell.source, shift)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(path.parent)}})
-    client.execute()
+    notebook_client(nb, path, timeout, allow_errors=True).execute()
     nbformat.write(nb, out_dir / path.name)
     return failed_cells(nb)
 
@@ -80,7 +79,6 @@ def main() -> int:
     paths = [p.resolve() for p in args.notebooks] or sorted((ROOT / "chapters").glob("*.ipynb"))
     out_dir = ROOT / "_build" / "seed_audit" / f"shift{args.shift}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.update(NNOPT_SCALE="default", OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", PYTHONHASHSEED="0")
     failed = 0
     for path in paths:
         start = time.perf_counter()
