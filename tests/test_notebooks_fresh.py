@@ -51,3 +51,26 @@ def test_fingerprint_changes_with_the_code() -> None:
     first_code = next(c for c in nb["cells"] if c["cell_type"] == "code")
     first_code["source"] = "".join(first_code["source"]) + "\nx = 1"
     assert notebook_fingerprint(nb) != before
+
+
+def test_verified_equations_page_lists_the_chapters_current_ledgers() -> None:
+    """The back-matter page renders the ledgers stored in the chapters' outputs; its own
+    fingerprint does not cover them, so a chapter whose checks change leaves it stale."""
+    from nnopt.symbolic import collect_ledgers
+
+    page = ROOT / "back" / "verified_equations.ipynb"
+    nb = json.loads(page.read_text(encoding="utf-8"))
+    stored = "".join(
+        "".join(o["data"]["text/markdown"]) for c in nb["cells"] if c["cell_type"] == "code"
+        for o in c.get("outputs", []) if "text/markdown" in o.get("data", {}))
+    chapters = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+    ledgers = collect_ledgers(chapters)
+    total = sum(len(led["checks"]) for led in ledgers)
+    hint = f"re-run: python scripts/run_notebooks.py {page.relative_to(ROOT)}"
+    assert stored.startswith(f"**{total} steps verified in {len(ledgers)} chapters.**"), hint
+    rows = [line for line in stored.splitlines() if line.startswith("| [")]
+    expected = [f"({c['label']}) | {c['kind']} | {c['note']} |"
+                for led in ledgers for c in led["checks"]]
+    assert len(rows) == len(expected), hint
+    stale = [(r, e) for r, e in zip(rows, expected) if not r.endswith(e)]
+    assert not stale, f"first stale row {stale[0]}; {hint}"
