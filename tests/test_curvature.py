@@ -237,3 +237,38 @@ def test_hvp_to_gradient_macs_bad_inputs():
         curvature.hvp_to_gradient_macs("64")
     with pytest.raises(TypeError, match=r"widths\[1\]"):
         curvature.hvp_to_gradient_macs([64, 2.5])
+
+
+def test_warm_start_forms_and_zero_start():
+    net, x, y = net_problem(3)
+    first = curvature.top_hessian_eigenvalue(net, mse, x, y, tol=1e-8, seed=0)
+    as_dict = autodiff.unflatten(first.vector, autodiff.params_of(net))
+    from_dict = curvature.top_hessian_eigenvalue(net, mse, x, y, tol=1e-8, warm_start=as_dict)
+    from_flat = curvature.top_hessian_eigenvalue(net, mse, x, y, tol=1e-8, warm_start=first.vector)
+    assert from_dict.value == from_flat.value and from_dict.n_hvp == from_flat.n_hvp
+    assert from_dict.n_matvecs == from_dict.n_hvp
+    with pytest.raises(ValueError, match="nonzero"):
+        curvature.top_hessian_eigenvalue(net, mse, x, y, warm_start=torch.zeros_like(first.vector))
+
+
+def test_hessian_of_a_loss_linear_in_the_parameters_is_zero():
+    torch.manual_seed(0)
+    lin = nn.Sequential(nn.Linear(3, 2)).to(D)
+    x = torch.randn(5, 3, dtype=D)
+    for method in ("double-backward", "layerwise"):
+        op = curvature.HessianOperator(lin, mean_loss, x, torch.zeros(5, 2, dtype=D), method=method)
+        v = torch.randn(op.size, dtype=D)
+        assert torch.equal(op.matvec(v), torch.zeros_like(v)), method
+    r = curvature.top_hessian_eigenvalue(lin, mean_loss, x, torch.zeros(5, 2, dtype=D),
+                                         method="double-backward")
+    assert r.value == 0.0 and r.relative_error_bound == math.inf
+
+
+def test_gd_with_sharpness_stops_when_a_tracked_step_overflows():
+    A = sym_with_spectrum([4.0, 2.0, 1.0, 0.5], 2)
+    model = Quadratic(A, b=torch.ones(4, dtype=D))
+    x, y = torch.zeros(2, 1, dtype=D), torch.zeros(2, dtype=D)
+    run = curvature.gd_with_sharpness(model, mean_loss, x, y, lr=100.0, steps=1000, every=1)
+    assert run.diverged and len(run.loss) < 1000 and math.isnan(run.loss[-1])
+    assert all(math.isfinite(v) for v in run.loss[:-1])
+    assert len(run.sharpness) == len(run.loss) - 1  # the overflowed step has no estimate

@@ -145,3 +145,37 @@ def test_bad_inputs():
     bad = linalg.FunctionOperator(lambda v: torch.ones(2, dtype=D), 3, dtype=D)
     with pytest.raises(ValueError, match="matvec"):
         linalg.lanczos(bad)
+
+
+def test_more_bad_inputs():
+    with pytest.raises(ValueError, match="square"):
+        linalg.gershgorin_bounds(torch.ones(2, 3, dtype=D))
+    with pytest.raises(ValueError, match="symmetric"):
+        linalg.gershgorin_bounds(torch.tensor([[1.0, 2.0], [0.0, 1.0]], dtype=D))
+    with pytest.raises(ValueError, match="max_iter"):
+        linalg.lanczos(torch.eye(5, dtype=D), k=3, max_iter=2)
+    with pytest.raises(TypeError, match="dtype"):
+        linalg.FunctionOperator(lambda v: v, 3, dtype=torch.int64)
+    with pytest.raises(ValueError, match="size"):
+        linalg.FunctionOperator(lambda v: v, 0)
+
+    class Sizeless:  # satisfies the protocol's attributes but reports no valid size
+        size, dtype, device = 0, D, torch.device("cpu")
+
+        def matvec(self, v: torch.Tensor) -> torch.Tensor:
+            return v
+
+    with pytest.raises(ValueError, match="A.size"):
+        linalg.lanczos(Sizeless())
+    nan_op = linalg.FunctionOperator(lambda v: v * math.nan, 3, dtype=D)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        linalg.lanczos(nan_op)
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        linalg.power_iteration(nan_op)
+
+
+def test_generator_seed_gives_the_same_start_as_its_integer_seed():
+    A = random_sym(20, 4)
+    a = linalg.lanczos(A, tol=1e-10, max_iter=3, seed=7)
+    b = linalg.lanczos(A, tol=1e-10, max_iter=3, seed=torch.Generator().manual_seed(7))
+    assert a.value == b.value and a.n_matvecs == b.n_matvecs == 3
