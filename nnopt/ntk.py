@@ -562,18 +562,6 @@ class KappaResult:
     converged: bool
 
 
-def _flat(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors.values()])
-
-
-def _unflat(vec: torch.Tensor, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out, i = {}, 0
-    for k, t in like.items():
-        out[k] = vec[i : i + t.numel()].reshape(t.shape)
-        i += t.numel()
-    return out
-
-
 def _contract(out: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """c·f, the scalar whose Hessian is H_c = Σ_i c_i ∇²f_i (a "loss" for nnopt.autodiff.hvp)."""
     return (out * c).sum()

@@ -149,3 +149,23 @@ def test_bad_inputs():
         autodiff.vjp(net, x, torch.zeros(3, dtype=D))
     with pytest.raises(ValueError, match="vector"):
         autodiff.unflatten(torch.zeros(3, dtype=D), autodiff.params_of(net))
+
+
+def test_more_bad_inputs():
+    net, x, y = small_problem()
+    p = autodiff.params_of(net)
+    n = autodiff.num_params(p)
+    with pytest.raises(ValueError, match="at least one parameter"):
+        autodiff.hvp(nn.Tanh(), mse, x, y, torch.zeros(0, dtype=D))
+    with pytest.raises(TypeError, match="params"):
+        autodiff.hvp(net, mse, x, y, torch.zeros(n, dtype=D), params=[1.0])
+    with pytest.raises(TypeError, match="v"):
+        autodiff.hvp(net, mse, x, y, [0.0] * n)
+    with pytest.raises(ValueError, match="v must have the keys"):
+        autodiff.hvp(net, mse, x, y, {"0.weight": p["0.weight"]})
+    with pytest.raises(TypeError, match="params"):
+        autodiff.num_params([torch.zeros(3)])
+    with pytest.raises(TypeError, match="params"):
+        autodiff.flatten({})
+    with pytest.raises(TypeError, match="like"):
+        autodiff.unflatten(torch.zeros(3, dtype=D), {})

@@ -325,3 +325,18 @@ def test_bad_inputs_raise_clear_errors():
         kappa_f(model, x, torch.ones(3, dtype=D))
     with pytest.raises(ValueError, match="restarts"):
         second_derivative_norm(model, x, restarts=0)
+
+
+def test_more_bad_inputs():
+    model = mlp(nn.Tanh(), 2)
+    x = _x(3)
+    with pytest.raises(ValueError, match="x1.*empty"):
+        empirical_ntk(model, x[:0])
+    with pytest.raises(ValueError, match="x2.*empty"):
+        empirical_ntk(model, x, x[:0])
+    with pytest.raises(TypeError, match="model"):
+        AntisymmetricPair("net")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="theta"):
+        ntk_matrix(torch.zeros(2, 2, 3, 4, dtype=D))
+    with pytest.raises(ValueError, match="theta"):
+        ntk_matrix(torch.zeros(2, 3, 4, dtype=D))
