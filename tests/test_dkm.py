@@ -251,3 +251,27 @@ def test_bad_inputs():
         descending_path(torch.eye(4, dtype=D), torch.zeros(4, 1, dtype=D), torch.zeros(2, 2, dtype=D))
     with pytest.raises(ValueError, match="alphas"):
         dkm_outputs([layer], [], x)
+
+
+def test_more_bad_inputs():
+    imgs = torch.zeros(2, 1, 3, 3, dtype=D)
+    with pytest.raises(ValueError, match="x2 must have images"):
+        conv_kernel(imgs, torch.zeros(2, 1, 4, 3, dtype=D))
+    z, u = torch.zeros(2, 4, 3, dtype=D), torch.zeros(3, 3, dtype=D)
+    with pytest.raises(ValueError, match="z2 must have sequences"):
+        recurrent_kernel(z, torch.zeros(2, 5, 3, dtype=D), u)
+    layer = KernelLayer("fc", torch.zeros(2, 3, dtype=D), out_dim=2)
+    with pytest.raises(TypeError, match="layers"):
+        dkm_outputs([layer, "fc"], [torch.zeros(2, 2, dtype=D)] * 2, torch.zeros(1, 3, dtype=D))
+    with pytest.raises(TypeError, match="layer"):
+        points_matrix("fc")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least as many rows"):
+        minor_sum_of_squares(torch.zeros(2, 3, dtype=D))
+    with pytest.raises(ValueError, match="at most 16 rows"):
+        minor_sum_of_squares(torch.zeros(17, 2, dtype=D), brute_force=True)
+    with pytest.raises(ValueError, match="target must have 4 entries"):
+        last_layer_solution(torch.eye(4, dtype=D), torch.zeros(3, 1, dtype=D))
+    with pytest.raises(ValueError, match="multiple of t"):
+        last_layer_solution(torch.zeros(3, 4, dtype=D), torch.zeros(2, 2, dtype=D))
+    with pytest.raises(ValueError, match="alpha must have 4 entries"):
+        descending_path(torch.eye(4, dtype=D), torch.zeros(3, 1, dtype=D), torch.zeros(4, 1, dtype=D))

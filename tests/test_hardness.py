@@ -410,3 +410,26 @@ def test_halfspace_network_bad_inputs():
         parity_network(torch.tensor([0.0, 3.0], dtype=D))
     with pytest.raises(ValueError, match="x"):
         parity_network(torch.ones(3, dtype=D))(torch.ones(2, 2, dtype=D))
+
+
+def test_more_bad_inputs():
+    with pytest.raises(ValueError, match="1-dimensional"):
+        subset_sum_dp(torch.tensor([[1, 2]]), 3)
+    with pytest.raises(ValueError, match="1-dimensional"):
+        subset_sum_dp(np.array([[1, 2]]), 3)
+    with pytest.raises(ValueError, match=r"a\[1\] must be a natural number"):
+        subset_sum_dp(torch.tensor([1, -2]), 3)
+    with pytest.raises(ValueError, match="d must be <= 24"):
+        hypercube(25)
+    with pytest.raises(TypeError, match="dtype"):
+        hypercube(3, dtype="float64")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="parameters"):
+        per_example_gradients(nn.ReLU(), torch.zeros(2, 3, dtype=D))
+    with pytest.raises(ValueError, match="one output per example"):
+        per_example_gradients(nn.Linear(3, 2).double(), torch.zeros(2, 3, dtype=D))
+    with pytest.raises(ValueError, match="2-dimensional"):
+        halfspace_intersection_network(torch.tensor([1, 2]), [1])
+    with pytest.raises(TypeError, match="W must be"):
+        halfspace_intersection_network("W", [1])
+    with pytest.raises(ValueError, match=r"W\[0\] must hold natural numbers"):
+        halfspace_intersection_network(torch.tensor([[1, -1]]), [1])

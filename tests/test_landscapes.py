@@ -442,3 +442,42 @@ def test_matrix_completion_gradient_paths_agree(small_work: int) -> None:
     ]:
         mc.small_work = small_work
         assert torch.allclose(mc.grad(pts), refs, atol=1e-12)
+
+
+def test_more_bad_inputs():
+    D = torch.float64
+    with pytest.raises(ValueError, match="at least one row"):
+        pca_stationary_points(torch.zeros(0, 0, dtype=D))
+    with pytest.raises(ValueError, match="tol"):
+        pca_stationary_points(torch.eye(2, dtype=D), tol=-1.0)
+    A = torch.eye(3, dtype=D)
+    with pytest.raises(TypeError, match="mask must be a torch.Tensor"):
+        project_observed(A, [[True] * 3] * 3)
+    with pytest.raises(TypeError, match="torch.bool"):
+        project_observed(A, torch.ones(3, 3))
+    lower = torch.tril(torch.ones(3, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask must be symmetric"):
+        project_observed(A, lower)
+    with pytest.raises(ValueError, match="at least one row"):
+        MatrixCompletion(torch.zeros(0, 0, dtype=D), torch.zeros(0, 0, dtype=torch.bool))
+    with pytest.raises(TypeError, match="mask must be a torch.Tensor"):
+        MatrixCompletion(A, None)  # type: ignore[arg-type]
+    mask = torch.ones(3, 3, dtype=torch.bool)
+    mc = MatrixCompletion(A, mask)
+    with pytest.raises(ValueError, match="device"):
+        mc.grad(torch.empty(3, dtype=D, device="meta"))
+    batch = MatrixCompletion(torch.stack([A, A]), torch.stack([mask, mask]))
+    with pytest.raises(ValueError, match="single problem"):
+        batch.hessian(torch.zeros(3, dtype=D))
+    with pytest.raises(ValueError, match="radius"):
+        perturbed_gradient_descent(mc.grad, torch.zeros(2, 3, dtype=D), 0.1, 3,
+                                   radius=torch.tensor([0.1, -0.1], dtype=D), grad_threshold=1e-3,
+                                   wait=1, seed=0)
+
+
+def test_pca_stationary_points_of_a_negative_semidefinite_matrix():
+    # M ⪯ 0: the only stationary point is the origin, and it is the global minimum
+    M = -torch.eye(3, dtype=torch.float64)
+    pts = pca_stationary_points(M)
+    assert pts.points.shape == (1, 3) and bool(pts.is_global_min.all())
+    assert float(pts.points.abs().max()) == 0.0
