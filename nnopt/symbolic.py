@@ -52,7 +52,11 @@ def is_zero(expr: Any) -> bool:
         expr = expr.doit()
         if isinstance(expr, sp.MatrixBase):
             return is_zero(expr)
-        return bool(sp.simplify(expr).is_ZeroMatrix or sp.simplify(sp.expand(expr)) == 0)
+        if sp.simplify(expr).is_ZeroMatrix:
+            return True
+        if all(isinstance(n, (int, sp.Integer)) for n in expr.shape):  # e.g. a block matrix
+            return is_zero(expr.as_explicit())
+        return False
     return bool(sp.simplify(sp.expand(sp.sympify(expr))) == 0)
 
 
