@@ -29,6 +29,16 @@ thirds of a 1000 × 200 × 200 product) and allocates its intermediates, while t
 HVP methods and both widths. Target 3's overhead is about (HVPs per estimate × HVP/gradient
 ratio) / 25.
 
+What bounds target 3. At 8 HVPs per estimate and 1.3 gradients per HVP the overhead would be
+8 × 1.3 / 25 ≈ 42%, so the two bounds of target 3 can hold together only with about 4.5 HVPs per
+estimate at the measured cost of a product. The count is set by how far the top eigenvector
+moves in 25 steps: warm-started from the exact eigenvector one step earlier Lanczos needs a mean
+of 2.9 products, five steps earlier 4.4, 25 steps earlier 7.7; a secant warm start built from GD's
+gradient differences needed 10.9, and a warm block of the previous 2, 3 or 4 Ritz vectors
+(Rayleigh–Ritz on the block, then expansion by the residual) 6.8–7.4 against 7.2 for the single
+vector (one run, 39 estimates). Section 3 also prints the same tracking certified to 1e-2, which
+needs about 3 products per estimate.
+
 Allocator. On Linux the script re-runs itself once with glibc told to keep freed memory
 (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``; ``--keep-allocator`` skips this). With
 the defaults, whether the gradient's fresh intermediates page-fault again depends on what ran
@@ -60,6 +70,7 @@ N_EXAMPLES = 1000
 WIDTH = 200
 LR = 2.0 / 20.0  # the chapter's step size: the sharpness settles near 2/η = 20
 TOL = 1e-3
+TOL_LOOSE = 1e-2  # printed beside target 3 for comparison: what the 25% overhead corresponds to
 # glibc: serve blocks up to 32 MiB (its maximum) from the heap and never trim it, so freed
 # memory is reused instead of returned to the kernel and page-faulted in again
 KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
@@ -230,13 +241,18 @@ def main() -> int:
     # 3. tracking overhead -----------------------------------------------------------
     print(f"\n3. sharpness every 25 of {args.steps} GD steps from initialisation, warm-started")
     plain_t, track_t, hvps, conv = [], [], [], []
+    loose_t, loose_hvps = [], []  # the same tracking at TOL_LOOSE, for comparison only
     for rep in range(args.repeats):
         a = curvature.gd_with_sharpness(net, mse, x, y, lr=LR, steps=args.steps, every=None,
                                         params=p0)
         b = curvature.gd_with_sharpness(net, mse, x, y, lr=LR, steps=args.steps, every=25,
                                         params=p0, tol=TOL, seed=rep)
+        c = curvature.gd_with_sharpness(net, mse, x, y, lr=LR, steps=args.steps, every=25,
+                                        params=p0, tol=TOL_LOOSE, seed=rep)
         plain_t.append(a.seconds)
         track_t.append(b.seconds)
+        loose_t.append(c.seconds)
+        loose_hvps += c.n_hvp
         hvps += b.n_hvp
         conv += b.converged
         at_edge = [s >= 0.95 * 2 / LR for s in b.sharpness]
@@ -255,6 +271,10 @@ def main() -> int:
     print(f"  the products alone: {statistics.mean(hvps):.1f} HVPs per estimate x "
           f"{len(b.n_hvp)} estimates x {1e3 * med['hvp_layerwise']:.2f} ms = {hvp_s:.2f} s, "
           f"{100 * hvp_s / statistics.median(plain_t):.0f}% of the plain run")
+    print(f"  for comparison, the same tracking certified to {TOL_LOOSE:g} instead of {TOL:g}: median "
+          f"{statistics.median(loose_hvps):.1f} HVPs per estimate (mean "
+          f"{statistics.mean(loose_hvps):.2f}), overhead "
+          f"{100 * (statistics.median(loose_t) / statistics.median(plain_t) - 1):.1f}% (not a target)")
     ok &= med_hvp <= 8 and overhead <= 0.25 and all(conv)
 
     print("\nALL TARGETS MET" if ok else "\nSOME TARGETS MISSED")

@@ -142,7 +142,8 @@ def test_every_page_in_a_real_browser(site):
             outside.clear()
             page.goto(base + rel, wait_until="load")
             math = page.evaluate(MATH_STATUS_JS)
-            page.wait_for_load_state("networkidle")
+            # a long chapter on a busy 2-core machine can need more than the 30 s default
+            page.wait_for_load_state("networkidle", timeout=120_000)
             if math["total"] and not math["loaded"]:
                 problems.append(f"{rel}: MathJax did not load")
             problems += [f"{rel}: math not typeset: {m!r}" for m in math["untypeset"]]
