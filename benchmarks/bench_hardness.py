@@ -38,10 +38,10 @@ def instance(n: int, seed: int) -> tuple[list[int], int, int]:
     rng = np.random.default_rng(seed)
     a = [int(v) for v in rng.integers(1, 1001, size=n)]
     yes = int(np.sum(np.array(a)[rng.random(n) < 0.5]))
-    no = sum(a) - 1
-    while subset_sum_dp(a, no).feasible:
-        no -= 1
-    return a, yes, no
+    for no in range(sum(a) - 1, 0, -1):
+        if not subset_sum_dp(a, no).feasible:
+            return a, yes, no
+    raise ValueError(f"every target in [0, {sum(a)}] is a subset sum of a (n = {n}, seed = {seed})")
 
 
 def median_time(fn, repeats: int) -> float:
