@@ -97,6 +97,33 @@ def _pages(html: Path) -> list[str]:
                   if "_static" not in p.parts and "_sources" not in p.parts)
 
 
+def _track_requests(page) -> set:  # type: ignore[no-untyped-def]
+    """The page's requests that have started and neither finished nor failed (kept current)."""
+    in_flight: set = set()
+    page.on("request", lambda r: in_flight.add(r))  # Playwright needs Python functions, not builtins
+    page.on("requestfinished", lambda r: in_flight.discard(r))
+    page.on("requestfailed", lambda r: in_flight.discard(r))
+    return in_flight
+
+
+def _settle(page, in_flight: set, quiet_s: float = 0.5, timeout_s: float = 120.0) -> list[str]:  # type: ignore[no-untyped-def]
+    """Wait until no request has been in flight for ``quiet_s``; return the URLs still pending at
+    ``timeout_s`` (empty when the page settled).
+
+    This replaces ``wait_for_load_state("networkidle")``, whose Chromium lifecycle event
+    occasionally never fires (it hung a CI run for its full 120 s with nothing reported); the
+    page's own request events say exactly what, if anything, is still loading.
+    """
+    step, quiet, waited = 0.1, 0.0, 0.0
+    while waited < timeout_s:
+        page.wait_for_timeout(step * 1000)  # lets Playwright deliver the request events
+        waited += step
+        quiet = quiet + step if not in_flight else 0.0
+        if quiet >= quiet_s:
+            return []
+    return sorted(r.url for r in in_flight)
+
+
 def _anchors(path: Path, cache: dict[Path, set[str]]) -> set[str]:
     if path not in cache:
         soup = BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
@@ -139,11 +166,11 @@ def test_every_page_in_a_real_browser(site):
             page.on("pageerror", lambda e, bag=messages: bag.append(f"page error: {e}"))
             failed: list[str] = []
             page.on("requestfailed", lambda r, bag=failed: bag.append(r.url))
+            in_flight = _track_requests(page)
             outside.clear()
             page.goto(base + rel, wait_until="load")
             math = page.evaluate(MATH_STATUS_JS)
-            # a long chapter on a busy 2-core machine can need more than the 30 s default
-            page.wait_for_load_state("networkidle", timeout=120_000)
+            problems += [f"{rel}: request never finished: {u}" for u in _settle(page, in_flight)]
             if math["total"] and not math["loaded"]:
                 problems.append(f"{rel}: MathJax did not load")
             problems += [f"{rel}: math not typeset: {m!r}" for m in math["untypeset"]]
@@ -194,5 +221,31 @@ def test_the_guard_catches_an_outside_request(site, tmp_path):
             assert "$" in page.evaluate(TEXT_WITHOUT_CODE_JS)
             browser.close()
         assert outside == ["https://cdn.example.org/a.js"]
+    finally:
+        probe.unlink()
+
+
+def test_settle_reports_a_request_that_never_finishes(site):
+    """The wait can fail: a request held open (a route that never answers) is named, while a page
+    whose requests all finish settles with nothing to report."""
+    from playwright.sync_api import sync_playwright
+
+    html, base = site
+    probe = html / "_probe_hang.html"
+    probe.write_text('<html><body><script>fetch("_never.txt"); fetch("intro.html");</script></body></html>')
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            context = browser.new_context()
+            context.route("**/_never.txt", lambda route: None)  # neither continued nor aborted
+            page = context.new_page()
+            in_flight = _track_requests(page)
+            page.goto(base + "_probe_hang.html", wait_until="load")
+            assert _settle(page, in_flight, timeout_s=3.0) == [base + "_never.txt"]
+            quiet_page = context.new_page()
+            quiet = _track_requests(quiet_page)
+            quiet_page.goto(base + "intro.html", wait_until="load")
+            assert _settle(quiet_page, quiet, timeout_s=60.0) == []
+            browser.close()
     finally:
         probe.unlink()
