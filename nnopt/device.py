@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -35,6 +36,7 @@ __all__ = [
     "make_generator",
     "scale",
     "scaled",
+    "progress",
     "torch_threads",
 ]
 
@@ -90,6 +92,31 @@ def scale() -> str:
 def scaled(default: T, large: T) -> T:
     """Return ``default`` at the default scale and ``large`` when ``NNOPT_SCALE=large``."""
     return large if scale() == "large" else default
+
+
+def progress(iterable: Iterable[T], desc: str, *, total: int | None = None,
+             enabled: bool | None = None) -> Iterable[T]:
+    """``iterable`` with a text progress bar (tqdm, on stderr) at the large scale.
+
+    At the default scale a chapter runs in about a minute and ``iterable`` comes back unchanged,
+    so the stored outputs hold no bars; with ``NNOPT_SCALE=large`` some cells run for many
+    minutes, and the bar says how far they are. ``enabled`` overrides the choice. ``total`` is
+    the number of items when ``iterable`` has no ``len``.
+    """
+    if not isinstance(desc, str):
+        raise TypeError(f"desc must be a str, got {type(desc).__name__}")
+    if total is not None:
+        total = check_int(total, "total", minimum=0)
+    if enabled is None:
+        enabled = scale() == "large"
+    elif not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool or None, got {type(enabled).__name__}")
+    if not enabled:
+        return iterable
+    from tqdm import tqdm  # the std (text) bar: no widget library needed in Jupyter
+
+    return tqdm(iterable, desc=desc, total=total, file=sys.stderr, mininterval=1.0,
+                dynamic_ncols=False, ncols=90)
 
 
 @contextmanager

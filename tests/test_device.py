@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from nnopt.device import (EXPERIMENT_DTYPE, VERIFY_DTYPE, default_device, make_generator, scale,
-                          scaled, seed_everything, torch_threads)
+from nnopt.device import (EXPERIMENT_DTYPE, VERIFY_DTYPE, default_device, make_generator, progress,
+                          scale, scaled, seed_everything, torch_threads)
 
 
 def test_default_device_follows_cuda_and_override(monkeypatch):
@@ -63,3 +63,26 @@ def test_torch_threads_sets_and_restores():
     with pytest.raises(ValueError, match="n must be >= 1"):
         with torch_threads(0):
             pass
+
+
+def test_progress_bar_only_at_the_large_scale(monkeypatch, capsys):
+    items = [3, 1, 2]
+    monkeypatch.delenv("NNOPT_SCALE", raising=False)
+    assert progress(items, "default") is items  # unchanged: the stored outputs hold no bars
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("NNOPT_SCALE", "large")
+    assert list(progress(items, "widths")) == items
+    err = capsys.readouterr().err
+    assert "widths" in err and "3/3" in err
+    assert list(progress(iter(items), "gen", total=3, enabled=True)) == items
+    assert "3/3" in capsys.readouterr().err
+    assert progress(items, "off", enabled=False) is items
+
+
+def test_progress_validation():
+    with pytest.raises(TypeError, match="desc"):
+        progress([1], 5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="total"):
+        progress([1], "x", total=-1)
+    with pytest.raises(TypeError, match="enabled"):
+        progress([1], "x", enabled=1)  # type: ignore[arg-type]
