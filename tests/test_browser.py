@@ -22,6 +22,8 @@ import http.server
 import os
 import shutil
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlparse
 from urllib.request import urlopen
@@ -100,6 +102,20 @@ def _pages(html: Path) -> list[str]:
                   if "_static" not in p.parts and "_sources" not in p.parts)
 
 
+def _launch(pw):  # type: ignore[no-untyped-def]
+    return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
+@contextmanager
+def _probe_file(path: Path, text: str) -> Iterator[None]:
+    """A test page written into the served site for the duration of the block."""
+    path.write_text(text)
+    try:
+        yield
+    finally:
+        path.unlink()
+
+
 def _track_requests(page) -> set:  # type: ignore[no-untyped-def]
     """The page's requests that have started and neither finished nor failed (kept current)."""
     in_flight: set = set()
@@ -159,7 +175,7 @@ def test_every_page_in_a_real_browser(site):
     problems: list[str] = []
     anchor_cache: dict[Path, set[str]] = {}
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = _launch(pw)
         context = browser.new_context()
         outside: list[str] = []
 
@@ -222,27 +238,23 @@ def test_every_page_in_a_real_browser(site):
     assert not problems, "\n".join(problems)
 
 
-def test_the_guard_catches_an_outside_request(site, tmp_path):
+def test_the_guard_catches_an_outside_request(site):
     """The checks above can fail: a page that loads a CDN script is reported."""
     from playwright.sync_api import sync_playwright
 
     html, base = site
-    probe = html / "_probe.html"
-    probe.write_text('<html><body><p>x $y</p><script src="https://cdn.example.org/a.js"></script></body></html>')
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            context = browser.new_context()
-            outside: list[str] = []
-            context.route("**/*", lambda r: (r.continue_() if urlparse(r.request.url).hostname == "127.0.0.1"
-                                             else (outside.append(r.request.url), r.abort())))
-            page = context.new_page()
-            page.goto(base + "_probe.html", wait_until="load")
-            assert "$" in page.evaluate(TEXT_WITHOUT_CODE_JS)
-            browser.close()
-        assert outside == ["https://cdn.example.org/a.js"]
-    finally:
-        probe.unlink()
+    page_text = '<html><body><p>x $y</p><script src="https://cdn.example.org/a.js"></script></body></html>'
+    with _probe_file(html / "_probe.html", page_text), sync_playwright() as pw:
+        browser = _launch(pw)
+        context = browser.new_context()
+        outside: list[str] = []
+        context.route("**/*", lambda r: (r.continue_() if urlparse(r.request.url).hostname == "127.0.0.1"
+                                         else (outside.append(r.request.url), r.abort())))
+        page = context.new_page()
+        page.goto(base + "_probe.html", wait_until="load")
+        assert "$" in page.evaluate(TEXT_WITHOUT_CODE_JS)
+        browser.close()
+    assert outside == ["https://cdn.example.org/a.js"]
 
 
 def test_settle_reports_a_request_that_never_finishes(site):
@@ -251,22 +263,18 @@ def test_settle_reports_a_request_that_never_finishes(site):
     from playwright.sync_api import sync_playwright
 
     html, base = site
-    probe = html / "_probe_hang.html"
-    probe.write_text('<html><body><script>fetch("_never.txt"); fetch("intro.html");</script></body></html>')
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            context = browser.new_context()
-            context.route("**/_never.txt", lambda route: None)  # neither continued nor aborted
-            page = context.new_page()
-            in_flight = _track_requests(page)
-            page.goto(base + "_probe_hang.html", wait_until="load")
-            assert _settle(page, in_flight, timeout_s=3.0) == [base + "_never.txt"]
-            assert not _served(base + "_never.txt") and _served(base + "intro.html")
-            quiet_page = context.new_page()
-            quiet = _track_requests(quiet_page)
-            quiet_page.goto(base + "intro.html", wait_until="load")
-            assert _settle(quiet_page, quiet, timeout_s=60.0) == []
-            browser.close()
-    finally:
-        probe.unlink()
+    page_text = '<html><body><script>fetch("_never.txt"); fetch("intro.html");</script></body></html>'
+    with _probe_file(html / "_probe_hang.html", page_text), sync_playwright() as pw:
+        browser = _launch(pw)
+        context = browser.new_context()
+        context.route("**/_never.txt", lambda route: None)  # neither continued nor aborted
+        page = context.new_page()
+        in_flight = _track_requests(page)
+        page.goto(base + "_probe_hang.html", wait_until="load")
+        assert _settle(page, in_flight, timeout_s=3.0) == [base + "_never.txt"]
+        assert not _served(base + "_never.txt") and _served(base + "intro.html")
+        quiet_page = context.new_page()
+        quiet = _track_requests(quiet_page)
+        quiet_page.goto(base + "intro.html", wait_until="load")
+        assert _settle(quiet_page, quiet, timeout_s=60.0) == []
+        browser.close()
