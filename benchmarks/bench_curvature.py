@@ -26,7 +26,10 @@ ch03-eq-hvp-cost). The time ratio can be lower than the count: the gradient also
 tanh and its derivative (on this CPU one tanh of a 1000 × 200 batch costs about 0.6 ms, two
 thirds of a 1000 × 200 × 200 product) and allocates its intermediates, while the layerwise HVP
 (:mod:`nnopt.dense_hvp`, the default for this network) reuses both. Section 2 times all three
-HVP methods and both widths. Target 3's overhead is about (HVPs per estimate × HVP/gradient
+HVP methods and both widths. Fusing each pair of products into one (Ẇ a + W ȧ as
+[a | ȧ] [V | W]ᵀ, inner dimension 400) does not help: on one thread two 1000 × 200 × 200
+products took 2.02 ms and the fused one 2.07 ms (the weight-gradient pair 2.22 and 2.23 ms),
+and under the profiler the matrix products are 86% of an HVP's time. Target 3's overhead is about (HVPs per estimate × HVP/gradient
 ratio) / 25.
 
 What bounds target 3. At 8 HVPs per estimate and 1.3 gradients per HVP the overhead would be
