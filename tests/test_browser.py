@@ -116,13 +116,20 @@ def _probe_file(path: Path, text: str) -> Iterator[None]:
         path.unlink()
 
 
-def _track_requests(page) -> set:  # type: ignore[no-untyped-def]
-    """The page's requests that have started and neither finished nor failed (kept current)."""
+def _track_requests(page) -> tuple[set, list[str]]:  # type: ignore[no-untyped-def]
+    """The page's requests in flight (started, neither finished nor failed) and the URLs of
+    those that failed, both kept current."""
     in_flight: set = set()
+    failed: list[str] = []
+
+    def on_failed(request):  # type: ignore[no-untyped-def]
+        in_flight.discard(request)
+        failed.append(request.url)
+
     page.on("request", lambda r: in_flight.add(r))  # Playwright needs Python functions, not builtins
     page.on("requestfinished", lambda r: in_flight.discard(r))
-    page.on("requestfailed", lambda r: in_flight.discard(r))
-    return in_flight
+    page.on("requestfailed", on_failed)
+    return in_flight, failed
 
 
 def _settle(page, in_flight: set, quiet_s: float = 0.5, timeout_s: float = 120.0) -> list[str]:  # type: ignore[no-untyped-def]
@@ -199,9 +206,7 @@ def test_every_page_in_a_real_browser(site):
             messages: list[str] = []
             page.on("console", lambda m, bag=messages: bag.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e, bag=messages: bag.append(f"page error: {e}"))
-            failed: list[str] = []
-            page.on("requestfailed", lambda r, bag=failed: bag.append(r.url))
-            in_flight = _track_requests(page)
+            in_flight, failed = _track_requests(page)
             outside.clear()
             page.goto(base + rel, wait_until="load")
             math = page.evaluate(MATH_STATUS_JS)
@@ -269,12 +274,12 @@ def test_settle_reports_a_request_that_never_finishes(site):
         context = browser.new_context()
         context.route("**/_never.txt", lambda route: None)  # neither continued nor aborted
         page = context.new_page()
-        in_flight = _track_requests(page)
+        in_flight, _ = _track_requests(page)
         page.goto(base + "_probe_hang.html", wait_until="load")
         assert _settle(page, in_flight, timeout_s=3.0) == [base + "_never.txt"]
         assert not _served(base + "_never.txt") and _served(base + "intro.html")
         quiet_page = context.new_page()
-        quiet = _track_requests(quiet_page)
+        quiet, failed = _track_requests(quiet_page)
         quiet_page.goto(base + "intro.html", wait_until="load")
-        assert _settle(quiet_page, quiet, timeout_s=60.0) == []
+        assert _settle(quiet_page, quiet, timeout_s=60.0) == [] and failed == []
         browser.close()
