@@ -14,33 +14,49 @@ Targets, each measured in this run against a baseline measured in the same run:
    estimate ≤ 8 and the tracked run's wall time ≤ 1.25 × the untracked run's (medians of
    alternating repeats).
 
-What bounds target 2. With the forward activations and backward signals of the point reused,
-an exact HVP of a dense layer y = W a needs two products in the tangent forward pass
-(Ẇ a + W ȧ), two for the tangent weight gradient and two for the tangent input gradient, where
-the gradient needs one, one and one; for the first layer, whose input has no tangent and
-needs no input gradient, both need two. The multiply-adds therefore stand in the ratio
-(2 m₁ + 6 Σ_{l≥2} m_l) / (2 m₁ + 3 Σ_{l≥2} m_l), m_l = d_{l−1} d_l: 1.83 for the digits
-network (64-200-200-10) and 1.09 for Cohen et al.'s fc-tanh on CIFAR-10 inputs
-(3072-200-200-10), whose first layer dominates (the book derives the count in chapter 3, eq.
-ch03-eq-hvp-cost). The time ratio can be lower than the count: the gradient also evaluates
-tanh and its derivative (on this CPU one tanh of a 1000 × 200 batch costs about 0.6 ms, two
-thirds of a 1000 × 200 × 200 product) and allocates its intermediates, while the layerwise HVP
-(:mod:`nnopt.dense_hvp`, the default for this network) reuses both. Section 2 times all three
-HVP methods and both widths. Fusing each pair of products into one (Ẇ a + W ȧ as
-[a | ȧ] [V | W]ᵀ, inner dimension 400) does not help: on one thread two 1000 × 200 × 200
-products took 2.02 ms and the fused one 2.07 ms (the weight-gradient pair 2.22 and 2.23 ms),
-and under the profiler the matrix products are 86% of an HVP's time. Target 3's overhead is
-about (HVPs per estimate × HVP/gradient ratio) / 25.
+What bounds target 2. With the forward activations and backward signals of the point reused, an
+exact HVP of a dense layer y = W a needs two products in the tangent forward pass (Ẇ a + W ȧ),
+two for the tangent weight gradient and two for the tangent input gradient, where the gradient
+needs one, one and one; for the first layer, whose input has no tangent and needs no input
+gradient, both need two. The multiply-adds therefore stand in the ratio (2 m₁ + 6 Σ_{l≥2} m_l) /
+(2 m₁ + 3 Σ_{l≥2} m_l), m_l = d_{l−1} d_l: 1.83 for the digits network (64-200-200-10) and 1.09
+for Cohen et al.'s fc-tanh on CIFAR-10 inputs (3072-200-200-10), whose first layer dominates
+(the book derives the count in chapter 3, eq. ch03-eq-hvp-cost). The time ratio can be lower
+than the count: the gradient also evaluates tanh and its derivative (on the CPU of the runs up
+to 2026-11-24 one tanh of a 1000 × 200 batch cost about 0.6 ms, two thirds of a 1000 × 200 × 200
+product) and allocates its intermediates, while the layerwise HVP (:mod:`nnopt.dense_hvp`, the
+default for this network) reuses both. Section 2 times all three HVP methods and both widths.
+Fusing each pair of products into one (Ẇ a + W ȧ as [a | ȧ] [V | W]ᵀ, inner dimension 400) does
+not help: on one thread two 1000 × 200 × 200 products took 2.02 ms and the fused one 2.07 ms
+(the weight-gradient pair 2.22 and 2.23 ms), and under the profiler the matrix products are 86%
+of an HVP's time. Section 2 therefore also times the HVP's matrix products alone
+(:func:`matrix_products_of_an_hvp`: the same shapes and calls on random operands, nothing else),
+a floor for an exact HVP computed this way. Where matrix products run fast and tanh is cheap the
+floor itself is about 1.3 gradients: on 2026-11-25, on a CPU where one 1000 × 200 × 200 product
+took 0.45 ms and one tanh of a 1000 × 200 batch 0.05 ms, the products alone took 1.29–1.31
+gradients (3.4–3.7 ms against 2.6–2.8 ms for a gradient) and the whole HVP 1.62–1.66, so target
+2 cannot be met there by trimming the elementwise work. Target 3's overhead is about (HVPs per
+estimate × HVP/gradient ratio) / 25, plus the Lanczos bookkeeping: in a tracked run on that CPU
+the 40 estimates took 1.66–1.73 s, of which 300 products at 4.2 ms make 1.27 s.
 
-What bounds target 3. At 8 HVPs per estimate and 1.3 gradients per HVP the overhead would be
-8 × 1.3 / 25 ≈ 42%, so the two bounds of target 3 can hold together only with about 4.5 HVPs per
+What bounds target 3. At 8 HVPs per estimate and 1.3 gradients per HVP the overhead would be 8 ×
+1.3 / 25 ≈ 42%, so the two bounds of target 3 can hold together only with about 4.5 HVPs per
 estimate at the measured cost of a product. The count is set by how far the top eigenvector
 moves in 25 steps: warm-started from the exact eigenvector one step earlier Lanczos needs a mean
-of 2.9 products, five steps earlier 4.4, 25 steps earlier 7.7; a secant warm start built from GD's
-gradient differences needed 10.9, and a warm block of the previous 2, 3 or 4 Ritz vectors
+of 2.9 products, five steps earlier 4.4, 25 steps earlier 7.7; a secant warm start built from
+GD's gradient differences needed 10.9, and a warm block of the previous 2, 3 or 4 Ritz vectors
 (Rayleigh–Ritz on the block, then expansion by the residual) 6.8–7.4 against 7.2 for the single
-vector (one run, 39 estimates). Section 3 also prints the same tracking certified to 1e-2, which
-needs about 3 products per estimate.
+vector (one run, 39 estimates). Extrapolating the start vector from the last two eigenvectors (2
+u_t − u_{t−25}, signs aligned) needed a median of 6.0 and a mean of 6.65 products where the
+previous vector needed 6.5 and 7.5 (one run, 40 estimates): it helps while the sharpness rises
+smoothly and not at the edge, where the top two eigenvalues come within 0.07–1.1 of each other,
+trade places, and an estimate costs 13–16 products from any warm start tried. Those estimates
+are right: at each of the 25 estimates from step 400 on, a cold start run to 1e-6 found the same
+top eigenvalue (relative difference at most 5.5e-6). The residual certificate is first order in
+the angle to the eigenvector while the Ritz value's error is second order (about ‖r‖²/gap), so
+the certified 1e-3 costs products that the value, accurate to about 1e-6 at these stops, does
+not need. Section 3 also prints the same tracking certified to 1e-2, which needs about 3
+products per estimate.
 
 Allocator. On Linux the script re-runs itself once with glibc told to keep freed memory
 (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``; ``--keep-allocator`` skips this). With
@@ -67,6 +83,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from nnopt import autodiff, curvature, linalg
 
@@ -111,7 +128,75 @@ def hvp_to_gradient_time(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
     fns = {"gradient": grad_eval}
     fns.update({f"hvp_{m}": (lambda op=op: op.matvec(v)) for m, op in ops.items()})
     fns["layerwise_setup"] = lambda: curvature.HessianOperator(net, mse, x, y, work)
+    products = matrix_products_of_an_hvp(net, x)
+    real, alone = (_matrix_products(f) for f in (lambda: ops["layerwise"].matvec(v), products))
+    if real != alone:
+        raise AssertionError(f"the products-only HVP multiplies {alone}, the layerwise HVP {real}")
+    fns["hvp_products_only"] = products
     return in_blocks(fns, blocks=15, per_block=12)
+
+
+class _RecordProducts(TorchFunctionMode):
+    """Records the shapes (m, k, n) of the matrix products done by ``mm`` and ``addmm``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, int, int]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (torch.mm, torch.Tensor.mm):
+            a, b = args[0], args[1]
+        elif func in (torch.addmm, torch.Tensor.addmm, torch.Tensor.addmm_):
+            a, b = args[1], args[2]
+        else:
+            return func(*args, **(kwargs or {}))
+        self.shapes.append((a.shape[0], a.shape[1], b.shape[1]))
+        return func(*args, **(kwargs or {}))
+
+
+def _matrix_products(f) -> list[tuple[int, int, int]]:
+    """The sorted shapes (m, k, n) of the matrix products one call of f does."""
+    with _RecordProducts() as rec:
+        f()
+    return sorted(rec.shapes)
+
+
+def matrix_products_of_an_hvp(net: nn.Module, x: torch.Tensor):
+    """A function that runs only the matrix products of one layerwise HVP, nothing else.
+
+    The same shapes and the same calls (``mm``/``addmm`` into preallocated outputs) as
+    :meth:`nnopt.dense_hvp.DenseNetworkHessian.hvp`: per layer, the tangent forward
+    products a_{l−1} V_lᵀ and ȧ_{l−1} W_lᵀ, the tangent weight gradient δ̇_lᵀ a_{l−1} and
+    δ_lᵀ ȧ_{l−1}, and the tangent input gradient δ̇_l W_l and δ_l V_l (the first layer has
+    only the first and third). Its time is a floor for any exact HVP computed this way on
+    this machine: the elementwise work, the loss's Hessian and the Python overhead come on top.
+    """
+    gen = torch.Generator().manual_seed(0)
+    n = x.shape[0]
+    layers = [m for m in net if isinstance(m, nn.Linear)]
+    work = []
+    for i, lin in enumerate(layers):
+        d_out, d_in = lin.weight.shape
+        r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
+        work.append(dict(a=x if i == 0 else r(n, d_in), adot=r(n, d_in), W=r(d_out, d_in),
+                         V=r(d_out, d_in), b=r(d_out), delta=r(n, d_out), ddelta=r(n, d_out),
+                         z=torch.empty(n, d_out), H=torch.empty(d_out, d_in),
+                         g=torch.empty(n, d_in)))
+
+
+    def run() -> None:
+        for i, t in enumerate(work):
+            torch.addmm(t["b"], t["a"], t["V"].T, out=t["z"])
+            if i > 0:
+                t["z"].addmm_(t["adot"], t["W"].T)
+        for i in range(len(work) - 1, -1, -1):
+            t = work[i]
+            torch.mm(t["ddelta"].T, t["a"], out=t["H"])
+            if i > 0:
+                t["H"].addmm_(t["delta"].T, t["adot"])
+                torch.mm(t["ddelta"], t["W"], out=t["g"])
+                t["g"].addmm_(t["delta"], t["V"])
+    return run
 
 
 def reference_sharpness(net: nn.Module, params: dict, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -227,6 +312,10 @@ def main() -> int:
           f"1.30); the layerwise operator's one-off setup (activations, derivatives and "
           f"backward signals) = {med['layerwise_setup'] / g:.2f} gradients, and it replaces the "
           f"GD step's gradient when tracking")
+    floor = med["hvp_products_only"] / g
+    print(f"  the layerwise HVP's matrix products alone (same shapes, no elementwise work) / "
+          f"gradient = {floor:.2f}: a floor for an exact HVP on this machine"
+          f"{' above the target' if floor > 1.3 else ''}")
     print(f"  multiply-add model of an exact HVP / gradient: "
           f"{float(curvature.hvp_to_gradient_macs([64, WIDTH, WIDTH, 10])):.2f}")
     torch.manual_seed(1)
