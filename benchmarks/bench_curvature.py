@@ -33,21 +33,21 @@ of an HVP's time. Section 2 therefore also times the HVP's matrix products alone
 (:func:`matrix_products_of_an_hvp`: the same shapes and calls on random operands, nothing else),
 a floor for an exact HVP computed this way. Where matrix products run fast and tanh is cheap the
 floor itself is about 1.3 gradients: on 2026-11-25, on a CPU where one 1000 × 200 × 200 product
-took 0.45 ms and one tanh of a 1000 × 200 batch 0.05 ms, the products alone took 1.29–1.31
-gradients (3.4–3.7 ms against 2.6–2.8 ms for a gradient) and the whole HVP 1.62–1.66, so target
-2 cannot be met there by trimming the elementwise work. Target 3's overhead is about (HVPs per
-estimate × HVP/gradient ratio) / 25, plus the Lanczos bookkeeping: in a tracked run on that CPU
-the 40 estimates took 1.66–1.73 s, of which 300 products at 4.2 ms make 1.27 s.
+took 0.45 ms and one tanh of a 1000 × 200 batch 0.05 ms, the products alone took 1.29–1.32
+gradients (3.4–3.7 ms against 2.6–2.8 ms for a gradient) and the whole HVP 1.62–1.66, so
+target 2 cannot be met there by trimming the elementwise work. Target 3's overhead is about
+(HVPs per estimate × HVP/gradient ratio) / 25, plus the Lanczos bookkeeping: in a tracked run on
+that CPU the 40 estimates took 1.66–1.73 s, of which 300 products at 4.2 ms make 1.27 s.
 
-What bounds target 3. At 8 HVPs per estimate and 1.3 gradients per HVP the overhead would be 8 ×
-1.3 / 25 ≈ 42%, so the two bounds of target 3 can hold together only with about 4.5 HVPs per
+What bounds target 3. At 8 HVPs per estimate and 1.3 gradients per HVP the overhead would be
+8 × 1.3 / 25 ≈ 42%, so the two bounds of target 3 can hold together only with about 4.5 HVPs per
 estimate at the measured cost of a product. The count is set by how far the top eigenvector
 moves in 25 steps: warm-started from the exact eigenvector one step earlier Lanczos needs a mean
 of 2.9 products, five steps earlier 4.4, 25 steps earlier 7.7; a secant warm start built from
 GD's gradient differences needed 10.9, and a warm block of the previous 2, 3 or 4 Ritz vectors
 (Rayleigh–Ritz on the block, then expansion by the residual) 6.8–7.4 against 7.2 for the single
-vector (one run, 39 estimates). Extrapolating the start vector from the last two eigenvectors (2
-u_t − u_{t−25}, signs aligned) needed a median of 6.0 and a mean of 6.65 products where the
+vector (one run, 39 estimates). Extrapolating the start vector from the last two eigenvectors
+(2 u_t − u_{t−25}, signs aligned) needed a median of 6.0 and a mean of 6.65 products where the
 previous vector needed 6.5 and 7.5 (one run, 40 estimates): it helps while the sharpness rises
 smoothly and not at the edge, where the top two eigenvalues come within 0.07–1.1 of each other,
 trade places, and an estimate costs 13–16 products from any warm start tried. Those estimates
@@ -55,8 +55,12 @@ are right: at each of the 25 estimates from step 400 on, a cold start run to 1e-
 top eigenvalue (relative difference at most 5.5e-6). The residual certificate is first order in
 the angle to the eigenvector while the Ritz value's error is second order (about ‖r‖²/gap), so
 the certified 1e-3 costs products that the value, accurate to about 1e-6 at these stops, does
-not need. Section 3 also prints the same tracking certified to 1e-2, which needs about 3
-products per estimate.
+not need. A cheaper product does not rescue the target: on a network of Cohen et al.'s shape
+(3072-200-200-10; the digits resized to 32 × 32, three channels, plus noise of sd 0.1;
+η = 2/100, sharpness 82 rising to about 100), where an HVP costs 1.1 gradients, tracking 1000
+steps added 38% and 40% (two runs; median 6, mean 7.55 products per estimate; 2026-11-25).
+Section 3 also prints the same tracking certified to 1e-2, which needs about 3 products per
+estimate.
 
 Allocator. On Linux the script re-runs itself once with glibc told to keep freed memory
 (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``; ``--keep-allocator`` skips this). With
