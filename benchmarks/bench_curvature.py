@@ -82,6 +82,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -165,7 +166,7 @@ def _matrix_products(f) -> list[tuple[int, int, int]]:
     return sorted(rec.shapes)
 
 
-def matrix_products_of_an_hvp(net: nn.Module, x: torch.Tensor):
+def matrix_products_of_an_hvp(net: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     """A function that runs only the matrix products of one layerwise HVP, nothing else.
 
     The same shapes and the same calls (``mm``/``addmm`` into preallocated outputs) as
@@ -176,17 +177,18 @@ def matrix_products_of_an_hvp(net: nn.Module, x: torch.Tensor):
     this machine: the elementwise work, the loss's Hessian and the Python overhead come on top.
     """
     gen = torch.Generator().manual_seed(0)
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen)
+
     n = x.shape[0]
-    layers = [m for m in net if isinstance(m, nn.Linear)]
     work = []
-    for i, lin in enumerate(layers):
+    for i, lin in enumerate(m for m in net if isinstance(m, nn.Linear)):
         d_out, d_in = lin.weight.shape
-        r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
         work.append(dict(a=x if i == 0 else r(n, d_in), adot=r(n, d_in), W=r(d_out, d_in),
                          V=r(d_out, d_in), b=r(d_out), delta=r(n, d_out), ddelta=r(n, d_out),
                          z=torch.empty(n, d_out), H=torch.empty(d_out, d_in),
                          g=torch.empty(n, d_in)))
-
 
     def run() -> None:
         for i, t in enumerate(work):
