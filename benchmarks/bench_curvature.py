@@ -30,14 +30,17 @@ Fusing each pair of products into one (Ẇ a + W ȧ as [a | ȧ] [V | W]ᵀ, inne
 not help: on one thread two 1000 × 200 × 200 products took 2.02 ms and the fused one 2.07 ms
 (the weight-gradient pair 2.22 and 2.23 ms), and under the profiler the matrix products are 86%
 of an HVP's time. Section 2 therefore also times the HVP's matrix products alone
-(:func:`matrix_products_of_an_hvp`: the same shapes and calls on random operands, nothing else),
-a floor for an exact HVP computed this way. Where matrix products run fast and tanh is cheap the
-floor itself is about 1.3 gradients: on 2026-11-25, on a CPU where one 1000 × 200 × 200 product
-took 0.45 ms and one tanh of a 1000 × 200 batch 0.05 ms, the products alone took 1.29–1.32
-gradients (3.4–3.7 ms against 2.6–2.8 ms for a gradient) and the whole HVP 1.62–1.66, so
-target 2 cannot be met there by trimming the elementwise work. Target 3's overhead is about
-(HVPs per estimate × HVP/gradient ratio) / 25, plus the Lanczos bookkeeping: in a tracked run on
-that CPU the 40 estimates took 1.66–1.73 s, of which 300 products at 4.2 ms make 1.27 s.
+(:func:`replay_of_matrix_products`: the same calls on the same buffers, nothing else), a floor
+for an exact HVP computed this way. Where matrix products run fast and tanh is cheap the floor
+itself is about 1.3 gradients: on 2026-11-25, on a CPU where one 1000 × 200 × 200 product took
+0.45 ms and one tanh of a 1000 × 200 batch 0.05 ms, the replayed products alone took 1.25–1.33
+gradients in nine measurements (3.3–3.9 ms against 2.6–2.9 ms for a gradient) and the whole HVP
+1.60–1.66, so target 2 would need the rest of the HVP (0.8–0.9 ms: the tangent passes'
+elementwise products, the loss's Hessian, the bookkeeping) to shrink to 0–0.15 ms, while the
+tangent passes alone make six elementwise passes over 1000 × 200 arrays (σ' ż twice, then ġ σ'
+and + c ż for each hidden layer; 0.29 + 0.17 ms under the profiler). Target 3's overhead is
+about (HVPs per estimate × HVP/gradient ratio) / 25, plus the Lanczos bookkeeping: in a tracked
+run on that CPU the 40 estimates took 1.66–1.73 s, of which 300 products at 4.2 ms make 1.27 s.
 
 What bounds target 3. At 8 HVPs per estimate and 1.3 gradients per HVP the overhead would be
 8 × 1.3 / 25 ≈ 42%, so the two bounds of target 3 can hold together only with about 4.5 HVPs per
@@ -133,76 +136,54 @@ def hvp_to_gradient_time(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
     fns = {"gradient": grad_eval}
     fns.update({f"hvp_{m}": (lambda op=op: op.matvec(v)) for m, op in ops.items()})
     fns["layerwise_setup"] = lambda: curvature.HessianOperator(net, mse, x, y, work)
-    products = matrix_products_of_an_hvp(net, x)
-    real, alone = (_matrix_products(f) for f in (lambda: ops["layerwise"].matvec(v), products))
-    if real != alone:
-        raise AssertionError(f"the products-only HVP multiplies {alone}, the layerwise HVP {real}")
-    fns["hvp_products_only"] = products
+    replay, macs = replay_of_matrix_products(lambda: ops["layerwise"].matvec(v))
+    m = [lin.weight.numel() for lin in net if isinstance(lin, nn.Linear)]
+    if macs != x.shape[0] * (2 * m[0] + 6 * sum(m[1:])):  # the count of hvp_to_gradient_macs
+        raise AssertionError(f"recorded {macs} multiply-adds, not all of the HVP's products")
+    fns["hvp_products_only"] = replay
     return in_blocks(fns, blocks=15, per_block=12)
 
 
 class _RecordProducts(TorchFunctionMode):
-    """Records the shapes (m, k, n) of the matrix products done by ``mm`` and ``addmm``."""
+    """Records every matrix product call (``mm``, ``addmm``, ``addmm_``) with its arguments."""
+
+    PRODUCTS = (torch.mm, torch.Tensor.mm, torch.addmm, torch.Tensor.addmm, torch.Tensor.addmm_)
 
     def __init__(self) -> None:
         super().__init__()
-        self.shapes: list[tuple[int, int, int]] = []
+        self.calls: list[tuple[Callable, tuple, dict]] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in (torch.mm, torch.Tensor.mm):
-            a, b = args[0], args[1]
-        elif func in (torch.addmm, torch.Tensor.addmm, torch.Tensor.addmm_):
-            a, b = args[1], args[2]
-        else:
-            return func(*args, **(kwargs or {}))
-        self.shapes.append((a.shape[0], a.shape[1], b.shape[1]))
-        return func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        if func in self.PRODUCTS:
+            self.calls.append((func, args, kwargs))
+        return func(*args, **kwargs)
 
 
-def _matrix_products(f) -> list[tuple[int, int, int]]:
-    """The sorted shapes (m, k, n) of the matrix products one call of f does."""
+def replay_of_matrix_products(f: Callable[[], object]) -> tuple[Callable[[], None], int]:
+    """A function that repeats only the matrix products one call of ``f`` made, and their
+    multiply-adds.
+
+    The calls are recorded once with their operands and output buffers and then replayed as
+    they were (same shapes, layouts and ``out=`` targets; the operands' values do not matter for
+    the time). For the layerwise HVP these are its 14 products (per layer the tangent forward
+    products a_{l−1} V_lᵀ and ȧ_{l−1} W_lᵀ, the tangent weight gradient δ̇_lᵀ a_{l−1} and
+    δ_lᵀ ȧ_{l−1}, the tangent input gradient δ̇_l W_l and δ_l V_l; the first layer only the
+    first and third), so the replay's time is a floor for an exact HVP computed this way: the
+    elementwise work, the loss's Hessian and the Python overhead come on top.
+    """
     with _RecordProducts() as rec:
         f()
-    return sorted(rec.shapes)
-
-
-def matrix_products_of_an_hvp(net: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    """A function that runs only the matrix products of one layerwise HVP, nothing else.
-
-    The same shapes and the same calls (``mm``/``addmm`` into preallocated outputs) as
-    :meth:`nnopt.dense_hvp.DenseNetworkHessian.hvp`: per layer, the tangent forward
-    products a_{l−1} V_lᵀ and ȧ_{l−1} W_lᵀ, the tangent weight gradient δ̇_lᵀ a_{l−1} and
-    δ_lᵀ ȧ_{l−1}, and the tangent input gradient δ̇_l W_l and δ_l V_l (the first layer has
-    only the first and third). Its time is a floor for any exact HVP computed this way on
-    this machine: the elementwise work, the loss's Hessian and the Python overhead come on top.
-    """
-    gen = torch.Generator().manual_seed(0)
-
-    def r(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen)
-
-    n = x.shape[0]
-    work = []
-    for i, lin in enumerate(m for m in net if isinstance(m, nn.Linear)):
-        d_out, d_in = lin.weight.shape
-        work.append(dict(a=x if i == 0 else r(n, d_in), adot=r(n, d_in), W=r(d_out, d_in),
-                         V=r(d_out, d_in), b=r(d_out), delta=r(n, d_out), ddelta=r(n, d_out),
-                         z=torch.empty(n, d_out), H=torch.empty(d_out, d_in),
-                         g=torch.empty(n, d_in)))
+    calls = rec.calls
 
     def run() -> None:
-        for i, t in enumerate(work):
-            torch.addmm(t["b"], t["a"], t["V"].T, out=t["z"])
-            if i > 0:
-                t["z"].addmm_(t["adot"], t["W"].T)
-        for i in range(len(work) - 1, -1, -1):
-            t = work[i]
-            torch.mm(t["ddelta"].T, t["a"], out=t["H"])
-            if i > 0:
-                t["H"].addmm_(t["delta"].T, t["adot"])
-                torch.mm(t["ddelta"], t["W"], out=t["g"])
-                t["g"].addmm_(t["delta"], t["V"])
-    return run
+        for func, args, kwargs in calls:
+            func(*args, **kwargs)
+
+    def macs(func: Callable, args: tuple) -> int:
+        a, b = args[:2] if func in (torch.mm, torch.Tensor.mm) else args[1:3]
+        return a.shape[0] * a.shape[1] * b.shape[1]
+    return run, sum(macs(func, args) for func, args, _ in calls)
 
 
 def reference_sharpness(net: nn.Module, params: dict, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -319,7 +300,7 @@ def main() -> int:
           f"backward signals) = {med['layerwise_setup'] / g:.2f} gradients, and it replaces the "
           f"GD step's gradient when tracking")
     floor = med["hvp_products_only"] / g
-    print(f"  the layerwise HVP's matrix products alone (same shapes, no elementwise work) / "
+    print(f"  the layerwise HVP's matrix products alone (replayed, no elementwise work) / "
           f"gradient = {floor:.2f}: a floor for an exact HVP on this machine"
           f"{' above the target' if floor > 1.3 else ''}")
     print(f"  multiply-add model of an exact HVP / gradient: "
