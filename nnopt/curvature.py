@@ -1,8 +1,10 @@
 """Sharpness: the top eigenvalues of a loss Hessian, certified, in few Hessian-vector products.
 
-A twice-differentiable loss L is β-smooth exactly when every eigenvalue of ∇²L is at most β
-(Chiang Def. 10.1 and the remark after it); one step of gradient descent with step η is
-guaranteed to decrease L when η < 2/β (Chiang Lemma 10.2, eqs 10.48–10.55). The *sharpness*
+A twice-differentiable loss L is β-smooth (∇L is β-Lipschitz, Chiang Def. 10.1) exactly when
+every eigenvalue of ∇²L lies in [−β, β] (the remark after the definition says "at most β"; the
+book's chapter 3 gives the erratum). The descent lemma uses only the upper half: if every
+eigenvalue is at most β, one step of gradient descent with step η < 2/β is guaranteed to
+decrease L (Chiang Lemma 10.2, eqs 10.48–10.55). The *sharpness*
 λmax(∇²L(w)) is the local value of β, and Cohen et al. (2021) observed that along full-batch
 gradient descent on a network it rises until it reaches about 2/η and then hovers there
 ("the edge of stability").
