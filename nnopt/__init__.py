@@ -12,6 +12,7 @@ Modules are named after the ideas of the book:
 * :mod:`nnopt.optim` — ADLER and its outer-product variant (chapter 10)
 * :mod:`nnopt.propagation` — q-map, c-map, χ₁, depth scales, Jacobian spectra at initialisation (chapter 11)
 * :mod:`nnopt.dense_hvp` — exact Hessian-vector products of dense networks, layer by layer (chapter 3)
+* :mod:`nnopt.losses` — losses with their Hessian in the outputs in closed form (½‖f − y‖² averaged)
 * :mod:`nnopt.autodiff` — parameter dicts, Hessian-vector, Jacobian-vector and vector-Jacobian products
 * :mod:`nnopt.linalg` — matrix-free operators, Lanczos, power iteration, Gershgorin bounds
 * :mod:`nnopt.symbolic` — sympy-checked derivation steps and the ledger of verified equations
@@ -20,12 +21,12 @@ Modules are named after the ideas of the book:
 * :mod:`nnopt.validation` — argument checks with messages that name the argument
 """
 
-from . import (autodiff, curvature, dense_hvp, device, dkm, flows, hardness, landscapes, linalg, ntk,
-               optim, pl, plotting, propagation, symbolic, validation)
+from . import (autodiff, curvature, dense_hvp, device, dkm, flows, hardness, landscapes, linalg, losses,
+               ntk, optim, pl, plotting, propagation, symbolic, validation)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "autodiff", "curvature", "dense_hvp", "device", "dkm", "flows", "hardness", "landscapes", "linalg", "ntk",
+    "autodiff", "curvature", "dense_hvp", "device", "dkm", "flows", "hardness", "landscapes", "linalg", "losses", "ntk",
     "optim", "pl", "plotting", "propagation", "symbolic", "validation", "__version__",
 ]

@@ -10,7 +10,9 @@ Differentiating each of these along a direction v = (V_l, v_l) of the parameters
 of Pearlmutter 1994; the dot marks R{·}) gives ∇²L v exactly:
 
 * tangent forward:  ż_l = ȧ_{l−1} W_lᵀ + a_{l−1} V_lᵀ + v_l,  ȧ_l = σ_l'(z_l) ⊙ ż_l,  ȧ_0 = 0;
-* at the output:    ġ_L = ∇²_f loss · ȧ_L (one small product with the loss's own Hessian);
+* at the output:    ġ_L = ∇²_f loss · ȧ_L (one small product with the loss's own Hessian: the
+  loss's ``output_hvp`` if it has one, see :mod:`nnopt.losses`, else a backward pass through
+  the graph of ∂L/∂a_L);
 * tangent backward: δ̇_l = ġ_l ⊙ σ_l'(z_l) + g_l ⊙ σ_l''(z_l) ⊙ ż_l,
   (∇²L v)_{W_l} = δ̇_lᵀ a_{l−1} + δ_lᵀ ȧ_{l−1},  (∇²L v)_{b_l} = Σ δ̇_l,
   ġ_{l−1} = δ̇_l W_l + δ_l V_l.
@@ -131,12 +133,17 @@ class DenseNetworkHessian:
                 a, s1, s2 = lay.activation(z)
                 self.d1.append(s1)
                 d2.append(s2)
+        # the loss's Hessian in the outputs: in closed form if the loss declares it
+        # (:mod:`nnopt.losses`), else by differentiating ∂L/∂a_L again through its graph
+        self._output_hvp = getattr(loss_fn, "output_hvp", None)
+        self._y = y
         with torch.enable_grad():
             self._out = a.detach().requires_grad_(True)
             loss = _scalar_loss(loss_fn(self._out, y))
-            (g_out,) = torch.autograd.grad(loss, self._out, create_graph=True)
+            (g_out,) = torch.autograd.grad(loss, self._out,
+                                           create_graph=self._output_hvp is None)
         self.loss = loss.detach()
-        self._g_out = g_out  # ∂L/∂a_L with its graph, for the loss's Hessian
+        self._g_out = g_out  # ∂L/∂a_L, with its graph unless the loss declares output_hvp
         self._curved_loss = g_out.requires_grad
         with torch.no_grad():
             grads: dict[str, torch.Tensor] = {}
@@ -181,7 +188,13 @@ class DenseNetworkHessian:
                 s1 = self.d1[i]
                 prev = dz[i] if s1 is None else torch.mul(s1, dz[i], out=da[i])
             assert prev is not None
-        if self._curved_loss:
+        if self._output_hvp is not None:
+            gdot = self._output_hvp(self._out.detach(), self._y, prev)
+            if not isinstance(gdot, torch.Tensor) or gdot.shape != prev.shape:
+                got = getattr(gdot, "shape", type(gdot).__name__)
+                raise ValueError(f"loss_fn.output_hvp must return a tensor of the outputs' "
+                                 f"shape {tuple(prev.shape)}, got {got}")
+        elif self._curved_loss:
             (gdot,) = torch.autograd.grad(self._g_out, self._out, grad_outputs=prev,
                                           retain_graph=True)
         else:  # the loss is linear in the outputs

@@ -35,7 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
+from scipy.linalg import eigh_tridiagonal
 
 from .device import make_generator
 from .validation import all_finite, check_callable, check_int, check_positive, check_tensor
@@ -238,6 +240,13 @@ def _check_result_vector(w: torch.Tensor, op: LinearOperator) -> torch.Tensor:
     return w
 
 
+def _ritz_pairs(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending) and unit eigenvectors (columns) of the symmetric tridiagonal
+    matrix with diagonal ``alpha`` and off-diagonal ``beta``, in float64."""
+    theta, S = eigh_tridiagonal(alpha, beta)
+    return theta[::-1].copy(), S[:, ::-1].copy()
+
+
 def power_iteration(A: object, *, v0: torch.Tensor | None = None, tol: float = 1e-6,
                     max_iter: int = 1000, seed: int | torch.Generator | None = None
                     ) -> EigenResult:
@@ -333,54 +342,51 @@ def lanczos(A: object, k: int = 1, *, v0: torch.Tensor | None = None, tol: float
     n = op.size
     # preallocated basis, one contiguous row per Lanczos vector
     Q = torch.empty((m_max + 1, n), dtype=op.dtype, device=op.device)
-    alpha = torch.zeros(m_max, dtype=torch.float64)
-    beta = torch.zeros(m_max, dtype=torch.float64)
+    # T_m is kept on the host in float64: its diagonal α and off-diagonal β are m ≤ m_max
+    # numbers, and its eigen-decomposition each step is a small LAPACK call, not a device op
+    alpha = np.zeros(m_max)
+    beta = np.zeros(m_max)
     Q[0] = q
     history: list[float] = []
     breakdown_tol = 1e3 * torch.finfo(op.dtype).eps
     scale = 0.0  # running estimate of ‖A‖ for the breakdown test
-    theta = torch.zeros(0, dtype=torch.float64)
-    S = torch.zeros((0, 0), dtype=torch.float64)
+    theta = np.zeros(0)
+    S = np.zeros((0, 0))
     m = 0
     converged = False
     invariant = False
     for j in range(m_max):
         w = _check_result_vector(op.matvec(Q[j]), op).clone()
         m = j + 1
-        a = float(Q[j] @ w)
-        alpha[j] = a
-        # full reorthogonalisation, twice ("twice is enough", Parlett)
+        alpha[j] = float(Q[j] @ w)
+        # full reorthogonalisation, twice ("twice is enough", Parlett): w ← w − Q_m (Q_mᵀ w)
         basis = Q[:m]
-        w -= basis.T @ (basis @ w)
-        w -= basis.T @ (basis @ w)
+        w.addmv_(basis.T, basis @ w, alpha=-1)
+        w.addmv_(basis.T, basis @ w, alpha=-1)
         b = float(torch.linalg.vector_norm(w))
         beta[j] = b
-        T = torch.diag(alpha[:m])
-        if m > 1:
-            off = beta[: m - 1]
-            T += torch.diag(off, 1) + torch.diag(off, -1)
-        theta, S = torch.linalg.eigh(T)
-        theta, S = theta.flip(0), S.flip(1)  # descending
+        theta, S = _ritz_pairs(alpha[:m], beta[: m - 1])
         history.append(float(theta[0]))
-        scale = max(scale, float(theta.abs().max()))
+        scale = max(scale, float(np.abs(theta).max()))
         kk = min(k, m)
-        res = (b * S[m - 1, :kk]).abs()
+        res = np.abs(b * S[m - 1, :kk])
         # breakdown: the Krylov space is invariant to working precision, the Ritz values are
         # eigenvalues; the (tiny) residual |β_m s_m| is still reported as the bound
         invariant = b <= breakdown_tol * max(scale, 1e-300)
         if m >= k and m >= min_iter:
-            ok = bool((res <= tol * theta[:kk].abs()).all())
+            ok = bool((res <= tol * np.abs(theta[:kk])).all())
             if ok or invariant:
                 converged = ok
                 break
         if invariant or m == m_max:
             break
-        Q[m] = w / b
+        torch.div(w, b, out=Q[m])
 
     kk = min(k, m)
-    values = theta[:kk]
-    residuals = (beta[m - 1] * S[m - 1, :kk]).abs()
-    vectors = Q[:m].T @ S[:, :kk].to(dtype=op.dtype, device=op.device)
+    values = torch.from_numpy(theta[:kk])
+    residuals = torch.from_numpy(np.abs(beta[m - 1] * S[m - 1, :kk]))
+    coeffs = torch.from_numpy(S[:, :kk].copy()).to(dtype=op.dtype, device=op.device)
+    vectors = Q[:m].T @ coeffs
     vectors = vectors / torch.linalg.vector_norm(vectors, dim=0, keepdim=True)
     converged = converged or bool(
         (residuals <= tol * values.abs()).all() and kk == k and m >= min_iter)

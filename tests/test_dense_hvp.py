@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from nnopt import autodiff, curvature
+from nnopt.losses import half_mse
 from nnopt.dense_hvp import dense_layers
 
 D = torch.float64
@@ -35,6 +36,9 @@ def build(kind: str) -> tuple[nn.Module, object]:
         "linear-then-sigmoid": (nn.Sequential(nn.Linear(3, 5, bias=False), nn.Linear(5, 2),
                                               nn.Sigmoid()), mse),
         "linear-loss": (nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Linear(6, 2)), linear_loss),
+        # the loss's Hessian in the outputs from its closed form (output_hvp), not autograd
+        "tanh-half-mse": (nn.Sequential(nn.Linear(3, 7), nn.Tanh(), nn.Linear(7, 6), nn.Tanh(),
+                                        nn.Linear(6, 2)), half_mse),
     }
     net, loss = nets[kind]
     return net.to(D), loss
@@ -48,7 +52,7 @@ def data(kind: str, n: int = 15) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.randn(n, 2, generator=g, dtype=D)
 
 
-KINDS = ["tanh", "sigmoid-relu-ce", "linear-then-sigmoid", "linear-loss"]
+KINDS = ["tanh", "sigmoid-relu-ce", "linear-then-sigmoid", "linear-loss", "tanh-half-mse"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -172,3 +176,25 @@ def test_layerwise_bad_inputs():
     with pytest.raises(FloatingPointError):
         big = {k: t * 1e300 for k, t in autodiff.params_of(net).items()}
         curvature.HessianOperator(net, loss, x * 1e300, y, big)
+
+
+def test_a_declared_output_hessian_is_what_the_product_uses():
+    net, _ = build("tanh")
+    x, y = data("tanh")
+
+    def claims_twice(out, target):
+        return half_mse(out, target)
+
+    # a loss that misdeclares its output Hessian as 2I/n: the product must change accordingly
+    claims_twice.output_hvp = lambda out, target, u: 2 * half_mse.output_hvp(out, target, u)
+    v = torch.randn(autodiff.num_params(autodiff.params_of(net)),
+                    generator=torch.Generator().manual_seed(5), dtype=D)
+    honest = curvature.HessianOperator(net, half_mse, x, y)
+    lying = curvature.HessianOperator(net, claims_twice, x, y)
+    db = curvature.HessianOperator(net, half_mse, x, y, method="double-backward")
+    torch.testing.assert_close(honest.matvec(v), db.matvec(v), rtol=1e-10, atol=1e-13)
+    assert float((lying.matvec(v) - db.matvec(v)).norm()) > 1e-3 * float(db.matvec(v).norm())
+
+    claims_twice.output_hvp = lambda out, target, u: u[:, :1]
+    with pytest.raises(ValueError, match="output_hvp must return a tensor of the outputs' shape"):
+        curvature.HessianOperator(net, claims_twice, x, y).matvec(v)
