@@ -38,7 +38,10 @@ gradients in nine measurements (3.3–3.9 ms against 2.6–2.9 ms for a gradient
 1.60–1.66, so target 2 would need the rest of the HVP (0.8–0.9 ms: the tangent passes'
 elementwise products, the loss's Hessian, the bookkeeping) to shrink to 0–0.15 ms, while the
 tangent passes alone make six elementwise passes over 1000 × 200 arrays (σ' ż twice, then ġ σ'
-and + c ż for each hidden layer; 0.29 + 0.17 ms under the profiler). Target 3's overhead is
+and + c ż for each hidden layer; 0.29 + 0.17 ms under the profiler). Taking the loss's Hessian in
+the outputs in closed form (``half_mse.output_hvp``, I/n) instead of by a backward pass through the
+loss's graph saved 0.15–0.2 ms per HVP; with it, in the runs of 2026-11-25 (third session), the HVP
+cost 1.53 gradients on 1 thread (floor 1.25) and 1.46 on 2 threads (floor 1.16). Target 3's overhead is
 about (HVPs per estimate × HVP/gradient ratio) / 25, plus the Lanczos bookkeeping: in a tracked
 run on that CPU the 40 estimates took 1.66–1.73 s, of which 300 products at 4.2 ms make 1.27 s.
 
