@@ -12,7 +12,7 @@ Modules are named after the ideas of the book:
 * :mod:`nnopt.optim` — ADLER and its outer-product variant (chapter 10)
 * :mod:`nnopt.propagation` — q-map, c-map, χ₁, depth scales, Jacobian spectra at initialisation (chapter 11)
 * :mod:`nnopt.dense_hvp` — exact Hessian-vector products of dense networks, layer by layer (chapter 3)
-* :mod:`nnopt.losses` — losses with their Hessian in the outputs in closed form (½‖f − y‖² averaged)
+* :mod:`nnopt.losses` — losses with their Hessian in the outputs in closed form (½‖f − y‖² averaged, softmax cross-entropy)
 * :mod:`nnopt.autodiff` — parameter dicts, Hessian-vector, Jacobian-vector and vector-Jacobian products
 * :mod:`nnopt.linalg` — matrix-free operators, Lanczos, power iteration, Gershgorin bounds
 * :mod:`nnopt.symbolic` — sympy-checked derivation steps and the ledger of verified equations

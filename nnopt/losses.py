@@ -8,21 +8,25 @@ A loss here is an ordinary ``loss_fn(outputs, targets)`` returning a scalar, as 
 the loss's Hessian in the outputs F applied to a tangent of F's shape. The layer-by-layer
 Hessian-vector product of a dense network (:mod:`nnopt.dense_hvp`) needs exactly this product
 once per ∇²L v, between its tangent forward and tangent backward passes; with ``output_hvp`` it
-costs one elementwise operation instead of a second backward pass through the loss's autograd
-graph. A loss without the attribute still works everywhere (autograd provides the product).
+costs a few elementwise operations instead of a second backward pass through the loss's
+autograd graph. A loss without the attribute still works everywhere (autograd provides the product).
 
 * :func:`half_mse` — ½‖F − Y‖² averaged over the n examples (the rows of F), the loss of the
   book's networks from chapter 3 on and of Cohen et al.'s edge-of-stability experiments; its
   output Hessian is I/n.
+* :func:`cross_entropy` — softmax cross-entropy averaged over the examples, with class indices as
+  targets; its output Hessian is block diagonal, (diag p_i − p_i p_iᵀ)/n for example i with
+  softmax probabilities p_i (the Q of Balboni §7.7 and of :mod:`nnopt.optim`).
 """
 
 from __future__ import annotations
 
 import torch
+from torch.nn import functional as F
 
 from .validation import check_tensor
 
-__all__ = ["half_mse"]
+__all__ = ["half_mse", "cross_entropy"]
 
 
 def half_mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -50,3 +54,38 @@ def _half_mse_output_hvp(outputs: torch.Tensor, targets: torch.Tensor,
 
 
 half_mse.output_hvp = _half_mse_output_hvp  # type: ignore[attr-defined]
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """L(F) = (1/n) Σ_i −log softmax(F_i)[y_i] for logits F (n × classes) and class indices y.
+
+    With p_i = softmax(F_i), the gradient in F_i is (p_i − e_{y_i})/n and the Hessian in F is
+    block diagonal with blocks (diag p_i − p_i p_iᵀ)/n, so
+    ``cross_entropy.output_hvp(F, y, U)`` has rows (p_i ⊙ U_i − p_i (p_i · U_i))/n. The value is
+    that of ``torch.nn.functional.cross_entropy`` (mean reduction).
+    """
+    check_tensor(logits, "logits", ndim=2, finite=False)
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    n, classes = logits.shape
+    if n == 0:
+        raise ValueError("logits must hold at least one example (row)")
+    if labels.shape != (n,) or labels.dtype != torch.long:
+        raise ValueError(f"labels must be int64 class indices of shape ({n},), got {labels.dtype} "
+                         f"of shape {tuple(labels.shape)}")
+    if labels.device != logits.device:
+        raise ValueError(f"labels must be on the logits' device {logits.device}, got {labels.device}")
+    if int(labels.min()) < 0 or int(labels.max()) >= classes:
+        raise ValueError(f"labels must be class indices in [0, {classes})")
+    return F.cross_entropy(logits, labels)
+
+
+def _cross_entropy_output_hvp(logits: torch.Tensor, labels: torch.Tensor,
+                              tangent: torch.Tensor) -> torch.Tensor:
+    """Rows (p_i ⊙ U_i − p_i (p_i · U_i))/n: the block-diagonal softmax Hessian applied to U."""
+    p = torch.softmax(logits, dim=1)
+    pu = p * tangent
+    return (pu - p * pu.sum(dim=1, keepdim=True)) * (1.0 / logits.shape[0])
+
+
+cross_entropy.output_hvp = _cross_entropy_output_hvp  # type: ignore[attr-defined]

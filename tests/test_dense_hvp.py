@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from nnopt import autodiff, curvature
-from nnopt.losses import half_mse
+from nnopt.losses import cross_entropy as closed_form_ce, half_mse
 from nnopt.dense_hvp import dense_layers
 
 D = torch.float64
@@ -39,6 +39,9 @@ def build(kind: str) -> tuple[nn.Module, object]:
         # the loss's Hessian in the outputs from its closed form (output_hvp), not autograd
         "tanh-half-mse": (nn.Sequential(nn.Linear(3, 7), nn.Tanh(), nn.Linear(7, 6), nn.Tanh(),
                                         nn.Linear(6, 2)), half_mse),
+        "sigmoid-relu-closed-form-ce": (nn.Sequential(nn.Linear(3, 6), nn.Sigmoid(),
+                                                      nn.Linear(6, 5, bias=False), nn.ReLU(),
+                                                      nn.Linear(5, 4)), closed_form_ce),
     }
     net, loss = nets[kind]
     return net.to(D), loss
@@ -47,12 +50,13 @@ def build(kind: str) -> tuple[nn.Module, object]:
 def data(kind: str, n: int = 15) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(7)
     x = torch.randn(n, 3, generator=g, dtype=D)
-    if kind == "sigmoid-relu-ce":
+    if kind in ("sigmoid-relu-ce", "sigmoid-relu-closed-form-ce"):
         return x, torch.randint(0, 4, (n,), generator=g)
     return x, torch.randn(n, 2, generator=g, dtype=D)
 
 
-KINDS = ["tanh", "sigmoid-relu-ce", "linear-then-sigmoid", "linear-loss", "tanh-half-mse"]
+KINDS = ["tanh", "sigmoid-relu-ce", "linear-then-sigmoid", "linear-loss", "tanh-half-mse",
+         "sigmoid-relu-closed-form-ce"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
