@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from .validation import check_tensor
+from .validation import check_class_indices, check_tensor
 
 __all__ = ["half_mse", "cross_entropy"]
 
@@ -65,18 +65,12 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     that of ``torch.nn.functional.cross_entropy`` (mean reduction).
     """
     check_tensor(logits, "logits", ndim=2, finite=False)
-    if not isinstance(labels, torch.Tensor):
-        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
     n, classes = logits.shape
     if n == 0:
         raise ValueError("logits must hold at least one example (row)")
-    if labels.shape != (n,) or labels.dtype != torch.long:
-        raise ValueError(f"labels must be int64 class indices of shape ({n},), got {labels.dtype} "
-                         f"of shape {tuple(labels.shape)}")
+    check_class_indices(labels, "labels", n, classes)
     if labels.device != logits.device:
         raise ValueError(f"labels must be on the logits' device {logits.device}, got {labels.device}")
-    if int(labels.min()) < 0 or int(labels.max()) >= classes:
-        raise ValueError(f"labels must be class indices in [0, {classes})")
     return F.cross_entropy(logits, labels)
 
 

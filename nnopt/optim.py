@@ -55,7 +55,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .validation import check_choice, check_positive, check_probability, check_tensor
+from .validation import (check_choice, check_class_indices, check_positive, check_probability,
+                         check_tensor)
 
 __all__ = ["ADLER", "OuterProductLR", "adler_step_size", "outer_product_step_size"]
 
@@ -142,13 +143,7 @@ def _check_targets(out: torch.Tensor, y: torch.Tensor, loss: LossSpec, check_ran
                 f"model outputs must be logits of shape (n, classes) for 'cross_entropy', "
                 f"got {tuple(out.shape)}"
             )
-        if y.shape != (out.shape[0],) or y.dtype != torch.long:
-            raise ValueError(
-                f"y must be int64 class indices of shape ({out.shape[0]},) for "
-                f"'cross_entropy', got {y.dtype} of shape {tuple(y.shape)}"
-            )
-        if check_range and y.numel() and (int(y.min()) < 0 or int(y.max()) >= out.shape[1]):
-            raise ValueError(f"y must hold class indices in [0, {out.shape[1]})")
+        check_class_indices(y, "y", out.shape[0], out.shape[1], check_range=check_range)
 
 
 # --------------------------------------------------------------------------- the core

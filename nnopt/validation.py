@@ -16,6 +16,7 @@ import torch
 
 __all__ = [
     "check_tensor",
+    "check_class_indices",
     "check_same_device",
     "check_same_dtype",
     "check_positive",
@@ -89,6 +90,23 @@ def check_tensor(
     if finite and value.is_floating_point() and not value.is_meta and not all_finite(value):
         raise ValueError(f"{name} must contain only finite values (found NaN or infinity)")
     return value
+
+
+def check_class_indices(labels: object, name: str, n: int, classes: int, *,
+                        check_range: bool = True) -> torch.Tensor:
+    """Check that ``labels`` holds one int64 class index in [0, classes) for each of n examples.
+
+    The range test reads the smallest and largest label on the host (a device synchronisation
+    on a GPU); ``check_range=False`` skips it.
+    """
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.shape != (n,) or labels.dtype != torch.long:
+        raise ValueError(f"{name} must be int64 class indices of shape ({n},), got {labels.dtype} "
+                         f"of shape {tuple(labels.shape)}")
+    if check_range and n and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        raise ValueError(f"{name} must hold class indices in [0, {classes})")
+    return labels
 
 
 def all_finite(t: torch.Tensor) -> bool:

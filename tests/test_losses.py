@@ -72,9 +72,9 @@ def test_cross_entropy_bad_inputs():
         cross_entropy(logits, torch.zeros(3, dtype=torch.int32))
     with pytest.raises(ValueError, match="labels must be int64 class indices of shape"):
         cross_entropy(logits, torch.zeros(4, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"class indices in \[0, 4\)"):
+    with pytest.raises(ValueError, match=r"labels must hold class indices in \[0, 4\)"):
         cross_entropy(logits, torch.tensor([0, 4, 1]))
-    with pytest.raises(ValueError, match=r"class indices in \[0, 4\)"):
+    with pytest.raises(ValueError, match=r"labels must hold class indices in \[0, 4\)"):
         cross_entropy(logits, torch.tensor([0, -1, 1]))
     with pytest.raises(TypeError, match="labels must be a torch.Tensor"):
         cross_entropy(logits, [0, 1, 2])

@@ -9,9 +9,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nnopt.validation import (all_finite, check_callable, check_choice, check_int, check_positive,
-                              check_probability, check_real, check_same_device, check_same_dtype,
-                              check_tensor)
+from nnopt.validation import (all_finite, check_callable, check_choice, check_class_indices,
+                              check_int, check_positive, check_probability, check_real,
+                              check_same_device, check_same_dtype, check_tensor)
 
 
 def test_check_tensor_accepts_and_returns_good_input():
@@ -137,3 +137,20 @@ def test_check_callable_names_the_argument_and_signature():
         check_callable(3, "f")
     with pytest.raises(TypeError, match=r"loss_fn must be callable as loss_fn\(outputs, targets\), got str"):
         check_callable("mse", "loss_fn", signature="loss_fn(outputs, targets)")
+
+
+def test_check_class_indices():
+    y = torch.tensor([0, 2, 1])
+    assert check_class_indices(y, "y", 3, 3) is y
+    with pytest.raises(TypeError, match="y must be a torch.Tensor"):
+        check_class_indices([0, 1, 2], "y", 3, 3)
+    with pytest.raises(ValueError, match=r"y must be int64 class indices of shape \(3,\)"):
+        check_class_indices(y.to(torch.int32), "y", 3, 3)
+    with pytest.raises(ValueError, match=r"y must be int64 class indices of shape \(4,\)"):
+        check_class_indices(y, "y", 4, 3)
+    with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 2\)"):
+        check_class_indices(y, "y", 3, 2)
+    with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 3\)"):
+        check_class_indices(torch.tensor([0, -1, 1]), "y", 3, 3)
+    assert check_class_indices(y, "y", 3, 2, check_range=False) is y  # the range is not read
+    assert check_class_indices(torch.zeros(0, dtype=torch.long), "y", 0, 3).numel() == 0
