@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from .validation import check_class_indices, check_tensor
+from .validation import check_class_indices, check_same_device, check_tensor
 
 __all__ = ["half_mse", "cross_entropy"]
 
@@ -68,9 +68,9 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     n, classes = logits.shape
     if n == 0:
         raise ValueError("logits must hold at least one example (row)")
+    if isinstance(labels, torch.Tensor):
+        check_same_device(logits=logits, labels=labels)
     check_class_indices(labels, "labels", n, classes)
-    if labels.device != logits.device:
-        raise ValueError(f"labels must be on the logits' device {logits.device}, got {labels.device}")
     return F.cross_entropy(logits, labels)
 
 

@@ -82,3 +82,5 @@ def test_cross_entropy_bad_inputs():
         cross_entropy(torch.zeros(4, dtype=D), torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="at least one example"):
         cross_entropy(torch.zeros(0, 4, dtype=D), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="same device, got logits on cpu, labels on meta"):
+        cross_entropy(logits, torch.zeros(3, dtype=torch.long, device="meta"))
