@@ -14,7 +14,8 @@ H_{ij,kω} = δ_jω k_j(w_i, z_k) (Balboni §5.3, the matrix H^l).
   Def. 4 (a parametric kernel in the sense of Def. 1, with parameter u):
   Φ_u(z)_t = σ(z_t + u Φ_u(z)_{t-1}) and k_t(z, z') = Φ_u(z)_t · Φ_u(z')_t.
 * :class:`KernelLayer`, :func:`dkm_outputs` — a DKM layer (values, layer matrix H, outputs
-  X_kω = Σ_ij α_ij H_ij,kω) and the composition of layers.
+  X_kω = Σ_ij α_ij H_ij,kω, least-squares coefficients block by block) and the composition of
+  layers.
 * :func:`fc_independent_points`, :func:`recurrent_independent_points` — the points γ^i of
   Remark 1 / Lemma 9 and their recurrent lift of Lemma 15.
 * :func:`points_matrix`, :func:`are_independent` — the matrix of Lemma 6, whose invertibility
@@ -209,6 +210,25 @@ class KernelLayer:
         """
         alpha = check_tensor(alpha, "alpha", shape=(self.n_basis, self.n_outputs))
         return torch.einsum("ikw,iw->kw", self.values(z), alpha)
+
+    def solve(self, z: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The minimum-norm least-squares coefficients α with ``self(α, z)`` = ``target``.
+
+        The same solution as :func:`last_layer_solution` on ``self.matrix(z)``, computed block by
+        block: H is block diagonal in the output ω (output-diagonal kernel), so α_{:ω} solves
+        Σ_i α_iω k_ω(w_i, z_k) = G_kω alone, a p × N system instead of one pt × Nt system (all
+        blocks share one matrix for an fc layer). Returns α (p, t) and ‖α H − G‖ / ‖G‖.
+        """
+        v = self.values(z)                                                    # (p, N, t)
+        target = check_tensor(target, "target", shape=(v.shape[1], self.n_outputs))
+        check_same_dtype(z=v, target=target)
+        if self.kind == "fc":
+            alpha = torch.linalg.pinv(v[:, :, 0].T) @ target
+        else:
+            alpha = (torch.linalg.pinv(v.permute(2, 1, 0)) @ target.T.unsqueeze(-1)).squeeze(-1).T
+        fit = torch.einsum("ikw,iw->kw", v, alpha)
+        residual = float(torch.linalg.norm(fit - target) / torch.linalg.norm(target).clamp_min(1e-300))
+        return alpha, residual
 
 
 def dkm_outputs(layers: list[KernelLayer], alphas: list[torch.Tensor],

@@ -275,3 +275,28 @@ def test_more_bad_inputs():
         last_layer_solution(torch.zeros(3, 4, dtype=D), torch.zeros(2, 2, dtype=D))
     with pytest.raises(ValueError, match="alpha must have 4 entries"):
         descending_path(torch.eye(4, dtype=D), torch.zeros(3, 1, dtype=D), torch.zeros(4, 1, dtype=D))
+
+
+@pytest.mark.parametrize("kind", ["fc", "conv", "recurrent"])
+def test_layer_solve_equals_last_layer_solution_on_the_full_matrix(kind):
+    g = torch.Generator().manual_seed(7)
+    if kind == "fc":
+        layer, z = KernelLayer("fc", torch.randn(8, 6, generator=g, dtype=D), out_dim=4), torch.randn(5, 6, generator=g, dtype=D)
+    elif kind == "conv":
+        layer, z = KernelLayer("conv", torch.randn(6, 1, 2, 2, generator=g, dtype=D)), torch.randn(3, 1, 2, 2, generator=g, dtype=D)
+    else:
+        u = 0.3 * torch.randn(2, 2, generator=g, dtype=D)
+        layer, z = KernelLayer("recurrent", torch.randn(6, 3, 2, generator=g, dtype=D), u=u), torch.randn(4, 3, 2, generator=g, dtype=D)
+    target = torch.randn(z.shape[0], layer.n_outputs, generator=g, dtype=D)
+    alpha, residual = layer.solve(z, target)
+    V, residual_full = last_layer_solution(layer.matrix(z), target)
+    torch.testing.assert_close(alpha, V, rtol=1e-9, atol=1e-10)
+    assert abs(residual - residual_full) < 1e-10
+    # an fc layer with more basis points and features than data interpolates; a target of the wrong shape or dtype is refused
+    if kind == "fc":
+        assert residual < 1e-10
+        torch.testing.assert_close(layer(alpha, z), target)
+        with pytest.raises(ValueError, match="target must have shape"):
+            layer.solve(z, target[:, :2])
+        with pytest.raises(TypeError, match="same dtype"):
+            layer.solve(z, target.float())
