@@ -74,3 +74,23 @@ def test_verified_equations_page_lists_the_chapters_current_ledgers() -> None:
     assert len(rows) == len(expected), hint
     stale = [(r, e) for r, e in zip(rows, expected) if not r.endswith(e)]
     assert not stale, f"first stale row {stale[0]}; {hint}"
+
+
+@pytest.mark.parametrize("doc", ["README.md", "intro.md"])
+def test_chapter_tables_give_the_stored_execution_times(doc: str) -> None:
+    """The chapter tables of the README and of the book's introduction quote each chapter's CPU
+    time; it must be the one its stored run recorded (rounded to a second), so re-executing a
+    chapter without updating the tables fails here."""
+    import re
+
+    lines = (ROOT / doc).read_text(encoding="utf-8").splitlines()
+    stale = []
+    for path in sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb")):
+        row = [line for line in lines if f"chapters/{path.stem}" in line and line.startswith("|")]
+        assert len(row) == 1, f"{doc}: expected one table row for {path.name}, found {len(row)}"
+        quoted = re.search(r"\| (\d+) s \|", row[0])
+        assert quoted, f"{doc}: no CPU time in the row of {path.name}"
+        seconds = json.loads(path.read_text(encoding="utf-8"))["metadata"]["nnopt"]["execution_seconds"]
+        if int(quoted.group(1)) != int(seconds + 0.5):
+            stale.append(f"{path.name}: {quoted.group(1)} s quoted, {seconds} s stored")
+    assert not stale, f"{doc}: {stale}"
