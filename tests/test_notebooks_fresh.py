@@ -9,6 +9,7 @@ is complete: every code cell executed once, in order, with no error output.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -81,8 +82,6 @@ def test_chapter_tables_give_the_stored_execution_times(doc: str) -> None:
     """The chapter tables of the README and of the book's introduction quote each chapter's CPU
     time; it must be the one its stored run recorded (rounded to a second), so re-executing a
     chapter without updating the tables fails here."""
-    import re
-
     lines = (ROOT / doc).read_text(encoding="utf-8").splitlines()
     stale = []
     for path in sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb")):
