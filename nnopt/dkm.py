@@ -226,9 +226,7 @@ class KernelLayer:
             alpha = torch.linalg.pinv(v[:, :, 0].T) @ target
         else:
             alpha = (torch.linalg.pinv(v.permute(2, 1, 0)) @ target.T.unsqueeze(-1)).squeeze(-1).T
-        fit = torch.einsum("ikw,iw->kw", v, alpha)
-        residual = float(torch.linalg.norm(fit - target) / torch.linalg.norm(target).clamp_min(1e-300))
-        return alpha, residual
+        return alpha, _relative_residual(torch.einsum("ikw,iw->kw", v, alpha), target)
 
 
 def dkm_outputs(layers: list[KernelLayer], alphas: list[torch.Tensor],
@@ -371,8 +369,13 @@ def last_layer_solution(H: torch.Tensor, target: torch.Tensor) -> tuple[torch.Te
         raise ValueError(f"H must have a multiple of t = {t} rows (p·t), got {H.shape[0]}")
     g = target.reshape(-1)
     v = torch.linalg.pinv(H.T) @ g
-    residual = float(torch.linalg.norm(v @ H - g) / torch.linalg.norm(g).clamp_min(1e-300))
-    return v.reshape(H.shape[0] // t, t), residual
+    return v.reshape(H.shape[0] // t, t), _relative_residual(v @ H, g)
+
+
+def _relative_residual(fit: torch.Tensor, target: torch.Tensor) -> float:
+    """‖fit − target‖ / ‖target‖, and 0 for a zero target matched exactly (in any float dtype)."""
+    norm = torch.linalg.norm(target).clamp_min(torch.finfo(target.dtype).tiny)
+    return float(torch.linalg.norm(fit - target) / norm)
 
 
 def descending_path(H: torch.Tensor, alpha: torch.Tensor, target: torch.Tensor,

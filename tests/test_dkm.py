@@ -300,3 +300,15 @@ def test_layer_solve_equals_last_layer_solution_on_the_full_matrix(kind):
             layer.solve(z, target[:, :2])
         with pytest.raises(TypeError, match="same dtype"):
             layer.solve(z, target.float())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_solves_of_a_zero_target_report_zero_residual(dtype):
+    """The relative residual of a zero target is 0, not 0/0 (float32 cannot hold a 1e-300 floor)."""
+    layer = KernelLayer("fc", torch.randn(6, 4, generator=torch.Generator().manual_seed(3), dtype=dtype), out_dim=2)
+    z = torch.randn(3, 4, generator=torch.Generator().manual_seed(4), dtype=dtype)
+    zero = torch.zeros(3, 2, dtype=dtype)
+    alpha, residual = layer.solve(z, zero)
+    assert residual == 0.0 and not alpha.any()
+    V, residual_full = last_layer_solution(layer.matrix(z), zero)
+    assert residual_full == 0.0 and not V.any()
