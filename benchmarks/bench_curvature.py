@@ -1,7 +1,8 @@
 """Benchmark for nnopt.curvature on the edge-of-stability network (issue 4).
 
 Network: fully connected tanh, 2 hidden layers of 200, MSE (½‖f − y‖² averaged over
-examples), 1000 examples of scikit-learn's digits (one-hot targets), float32 on the CPU.
+examples), 1000 examples of scikit-learn's digits (one-hot targets), float32, on the CPU unless
+``--device cuda`` is given (then every timed call ends with ``torch.cuda.synchronize()``).
 
 Targets, each measured in this run against a baseline measured in the same run:
 
@@ -68,13 +69,24 @@ steps added 38% and 40% (two runs; median 6, mean 7.55 products per estimate; 20
 Section 3 also prints the same tracking certified to 1e-2, which needs about 3 products per
 estimate.
 
+On a GPU. With ``--device cuda`` on an NVIDIA H100 (torch 2.11.0+cu130, two runs on 2026-11-25)
+the same network is bound by kernel launches and host synchronisations, not by multiply-adds: a
+gradient took 1.06 and 1.01 ms, the layerwise HVP 0.62 and 0.60 gradients (it launches fewer
+kernels than a gradient and records no autograd graph), double backward 1.50 and 1.55, the
+replayed products alone 0.26 and 0.23. Target 1 gave the CPU's counts (20 against 60 products,
+0.33). Tracking cost a median of 7 products per estimate and added 32.8% and 20.9% to GD's wall
+time (1e-2: 20.4% and 9.9%): the plain runs themselves spread from 1.62 to 2.06 s over the ten
+repeats, so on that machine target 3 is within noise of its bound. The products were about 0.2 s
+of the 0.37–0.60 s added; the rest was not broken down (it holds the operator's setup, about 0.03 s,
+and Lanczos's per-product host round trips: α and β are read to the host at every step).
+
 Allocator. On Linux the script re-runs itself once with glibc told to keep freed memory
 (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``; ``--keep-allocator`` skips this). With
 the defaults, whether the gradient's fresh intermediates page-fault again depends on what ran
 before, and the measured gradient time moved between 5.5 and 8.5 ms from run to run; with the
 setting it stays near its page-fault-free time, which favours the gradient, not the HVP.
 
-Usage: ``python benchmarks/bench_curvature.py [--threads 1] [--repeats 5]``. Prints the
+Usage: ``python benchmarks/bench_curvature.py [--threads 1] [--repeats 5] [--device cuda]``. Prints the
 numbers and exits with status 1 if a target is missed. Timings on a shared machine are noisy;
 the alternating blocks and repeats cancel slow drifts. Two repeats are too few: in one run the
 two plain GD runs differed by 21% and the overhead read +21%, where five repeats gave +40%.
@@ -115,14 +127,14 @@ KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
 mse = half_mse
 
 
-def make_problem(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+def make_problem(seed: int = 0, device: str = "cpu") -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     X, Y = load_digits(return_X_y=True)
     x = torch.tensor(X[:N_EXAMPLES] / 16.0, dtype=torch.float32)
     y = nn.functional.one_hot(torch.tensor(Y[:N_EXAMPLES]), 10).to(torch.float32)
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Linear(64, WIDTH), nn.Tanh(), nn.Linear(WIDTH, WIDTH), nn.Tanh(),
                         nn.Linear(WIDTH, 10))
-    return net, x, y
+    return net.to(device), x.to(device), y.to(device)
 
 
 def hvp_to_gradient_time(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -130,7 +142,7 @@ def hvp_to_gradient_time(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
     """Median times of a gradient, an HVP by each method and the layerwise operator's setup."""
     work = {k: t.clone() for k, t in params.items()}
     module = _module_at(net, work)
-    v = torch.randn(autodiff.num_params(work), generator=torch.Generator().manual_seed(0))
+    v = torch.randn(autodiff.num_params(work), generator=torch.Generator().manual_seed(0)).to(x.device)
     ops = {m: curvature.HessianOperator(net, mse, x, y, work, method=m)
            for m in ("layerwise", "double-backward", "forward-over-reverse")}
 
@@ -146,7 +158,7 @@ def hvp_to_gradient_time(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
     if macs != x.shape[0] * (2 * m[0] + 6 * sum(m[1:])):  # the count of hvp_to_gradient_macs
         raise AssertionError(f"recorded {macs} multiply-adds, not all of the HVP's products")
     fns["hvp_products_only"] = replay
-    return in_blocks(fns, blocks=15, per_block=12)
+    return in_blocks(fns, blocks=15, per_block=12, sync=_synchronizer(x.device))
 
 
 class _RecordProducts(TorchFunctionMode):
@@ -236,7 +248,13 @@ def bench_counts(net, x, y, points, seeds, max_power: int) -> tuple[list[int], l
     return lan, pw, honest
 
 
-def in_blocks(fns: dict, blocks: int, per_block: int, skip: int = 2) -> dict[str, float]:
+def _synchronizer(device: torch.device) -> Callable[[], None]:
+    """Waits for the device's queued work (a GPU runs asynchronously); a no-op on the CPU."""
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
+def in_blocks(fns: dict, blocks: int, per_block: int, skip: int = 2,
+              sync: Callable[[], None] = lambda: None) -> dict[str, float]:
     """Median seconds per call: each function runs ``per_block`` times in a row (the first
     ``skip`` calls of a block not counted), and the blocks of the functions alternate.
 
@@ -250,8 +268,10 @@ def in_blocks(fns: dict, blocks: int, per_block: int, skip: int = 2) -> dict[str
     for _ in range(blocks):
         for k, f in fns.items():
             for i in range(per_block):
+                sync()
                 t0 = time.perf_counter()
                 f()
+                sync()
                 if i >= skip:
                     times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
@@ -262,6 +282,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5, help="repeats of the tracking comparison")
     ap.add_argument("--steps", type=int, default=1000, help="GD steps per tracking run")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                    help="where to run and time (default cpu)")
     ap.add_argument("--keep-allocator", action="store_true",
                     help="do not re-run with glibc's allocator told to keep freed memory")
     args = ap.parse_args()
@@ -269,10 +291,14 @@ def main() -> int:
     if sys.platform.startswith("linux") and not args.keep_allocator and env != dict(os.environ):
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: torch sees no GPU")
     kept = all(os.environ.get(k) == v for k, v in KEEP_FREED_MEMORY.items())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU, float32; "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {where}, float32; "
           f"allocator keeps freed memory: {kept}")
-    net, x, y = make_problem(0)
+    net, x, y = make_problem(0, args.device)
     p0 = autodiff.params_of(net)
     ok = True
 
@@ -313,7 +339,8 @@ def main() -> int:
     torch.manual_seed(1)
     wide = nn.Sequential(nn.Linear(3072, WIDTH), nn.Tanh(), nn.Linear(WIDTH, WIDTH), nn.Tanh(),
                          nn.Linear(WIDTH, 10))
-    xw = torch.randn(N_EXAMPLES, 3072, generator=torch.Generator().manual_seed(2))
+    wide = wide.to(device)
+    xw = torch.randn(N_EXAMPLES, 3072, generator=torch.Generator().manual_seed(2)).to(device)
     med_w = hvp_to_gradient_time(wide, xw, y, autodiff.params_of(wide))
     print(f"  for comparison, CIFAR-10-sized inputs (3072-200-200-10, the shapes of Cohen et al.'s "
           f"fc-tanh; timing does not depend on the values): HVP / gradient = "

@@ -91,7 +91,8 @@ def _check_like(tree: object, params: Params, name: str) -> Params:
     return dict(tree)
 
 
-def _check_data(x: object, y: object | None = None) -> None:
+def _check_data(x: object, y: object | None = None, params: Params | None = None) -> None:
+    """Inputs x and targets y, one row per example, on one device (that of ``params`` if given)."""
     xt = check_tensor(x, "x", ndim=range(1, 8))
     if y is not None:
         yt = check_tensor(y, "y", floating=False)
@@ -99,6 +100,8 @@ def _check_data(x: object, y: object | None = None) -> None:
             raise ValueError(f"y must have one row per example of x ({xt.shape[0]}), got "
                              f"shape {tuple(yt.shape)}")
         check_same_device(x=xt, y=yt)
+    if params is not None:
+        check_same_device(x=xt, params=next(iter(params.values())))
 
 
 def _resolve(model: object, params: object | None) -> tuple[nn.Module, Params]:
@@ -131,6 +134,7 @@ def functional_call(model: nn.Module, params: Mapping[str, torch.Tensor],
     model = _check_model(model)
     params = _check_params(params, model)
     check_tensor(x, "x")
+    check_same_device(x=x, params=next(iter(params.values())))
     return torch.func.functional_call(model, params, (x,))
 
 
@@ -190,7 +194,7 @@ def loss_value(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tens
     """L(w) = loss_fn(f(x; w), y) at ``params`` (default: the module's own parameters)."""
     model, p = _resolve(model, params)
     loss_fn = _check_loss_fn(loss_fn)
-    _check_data(x, y)
+    _check_data(x, y, p)
     with torch.no_grad():
         return _loss_of(model, loss_fn, x, y)(p)
 
@@ -201,7 +205,7 @@ def gradient(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor
     """∇L(w), the gradient of L(w) = loss_fn(f(x; w), y), as a dict (or a vector if ``flat``)."""
     model, p = _resolve(model, params)
     loss_fn = _check_loss_fn(loss_fn)
-    _check_data(x, y)
+    _check_data(x, y, p)
     g = torch.func.grad(_loss_of(model, loss_fn, x, y))(p)
     return flatten(g) if flat else g
 
@@ -233,7 +237,7 @@ def hvp(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
     """
     model, p = _resolve(model, params)
     loss_fn = _check_loss_fn(loss_fn)
-    _check_data(x, y)
+    _check_data(x, y, p)
     is_flat = isinstance(v, torch.Tensor)
     if is_flat:
         check_tensor(v, "v", shape=(num_params(p),))
@@ -257,8 +261,11 @@ def jvp(model: nn.Module, x: torch.Tensor, v: torch.Tensor | Mapping[str, torch.
     """
     model, p = _resolve(model, params)
     check_tensor(x, "x")
+    first = next(iter(p.values()))
+    check_same_device(x=x, params=first)
     if isinstance(v, torch.Tensor):
         check_tensor(v, "v", shape=(num_params(p),))
+        check_same_device(v=v, params=first)
         vd = unflatten(v, p)
     else:
         vd = _check_like(v, p, "v")
@@ -276,8 +283,10 @@ def vjp(model: nn.Module, x: torch.Tensor, u: torch.Tensor,
     """
     model, p = _resolve(model, params)
     check_tensor(x, "x")
+    check_same_device(x=x, params=next(iter(p.values())))
     out, pullback = torch.func.vjp(  # type: ignore[misc]
         lambda q: torch.func.functional_call(model, q, (x,)), p)
     check_tensor(u, "u", shape=tuple(out.shape))
+    check_same_device(u=u, x=x)
     (g,) = pullback(u.to(dtype=out.dtype))
     return flatten(g) if flat else g

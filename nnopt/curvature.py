@@ -54,7 +54,6 @@ from .validation import (
     check_choice,
     check_int,
     check_positive,
-    check_same_device,
     check_tensor,
 )
 
@@ -104,8 +103,7 @@ class HessianOperator(linalg.StoredShapeOperator):
                  method: str = "auto") -> None:
         model, p = _resolve(model, params)
         loss_fn = _check_loss_fn(loss_fn)
-        _check_data(x, y)
-        check_same_device(x=x, params=next(iter(p.values())))
+        _check_data(x, y, p)
         method = check_choice(method, "method", _METHODS)
         self.model, self.loss_fn, self.x, self.y = model, loss_fn, x, y
         self.params: Params = {k: t.detach() for k, t in p.items()}
@@ -152,6 +150,9 @@ class HessianOperator(linalg.StoredShapeOperator):
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """∇²L(w) v for a flat vector v of length P."""
         check_tensor(v, "v", shape=(self._size,))
+        if v.device != self._device:
+            raise ValueError(f"v must be on {self._device} (the device of the parameters), got "
+                             f"{v.device}")
         self.n_matvecs += 1
         if self.method == "layerwise":
             return self._dense.hvp(v.to(self._dtype).contiguous())
@@ -405,7 +406,7 @@ def gd_with_sharpness(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: tor
     """
     model, p = _resolve(model, params)
     loss_fn = _check_loss_fn(loss_fn)
-    _check_data(x, y)
+    _check_data(x, y, p)
     lr = check_positive(lr, "lr")
     steps = check_int(steps, "steps", minimum=0)
     if every is not None:

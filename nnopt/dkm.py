@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .validation import (check_callable, check_choice, check_int, check_positive, check_real,
-                         check_same_dtype, check_tensor)
+                         check_same_device, check_same_dtype, check_tensor)
 
 __all__ = [
     "fc_kernel", "conv_kernel", "recurrent_features", "recurrent_kernel", "KernelLayer",
@@ -60,6 +60,7 @@ def fc_kernel(x: torch.Tensor, x2: torch.Tensor, activation: Activation = torch.
     x = check_tensor(x, "x", ndim=2)
     x2 = check_tensor(x2, "x2", ndim=2)
     check_callable(activation, "activation")
+    check_same_device(x=x, x2=x2)
     check_same_dtype(x=x, x2=x2)
     if x.shape[1] != x2.shape[1]:
         raise ValueError(f"x2 must have {x.shape[1]} columns like x, got shape {tuple(x2.shape)}")
@@ -80,6 +81,7 @@ def conv_kernel(x: torch.Tensor, x2: torch.Tensor, activation: Activation = torc
     x = check_tensor(x, "x", ndim=4)
     x2 = check_tensor(x2, "x2", ndim=4)
     check_callable(activation, "activation")
+    check_same_device(x=x, x2=x2)
     check_same_dtype(x=x, x2=x2)
     if x.shape[1:] != x2.shape[1:]:
         raise ValueError(f"x2 must have images of shape {tuple(x.shape[1:])} like x, "
@@ -105,6 +107,7 @@ def recurrent_features(z: torch.Tensor, u: torch.Tensor,
     q = z.shape[2]
     u = check_tensor(u, "u", shape=(q, q))
     check_callable(activation, "activation")
+    check_same_device(z=z, u=u)
     check_same_dtype(z=z, u=u)
     states, prev = [], torch.zeros_like(z[:, 0])
     for t in range(z.shape[1]):
@@ -126,6 +129,7 @@ def recurrent_kernel(z: torch.Tensor, z2: torch.Tensor, u: torch.Tensor,
     if z.shape[1:] != z2.shape[1:]:
         raise ValueError(f"z2 must have sequences of shape {tuple(z.shape[1:])} like z, "
                          f"got {tuple(z2.shape[1:])}")
+    check_same_device(z=z, z2=z2)
     a, b = recurrent_features(z, u, activation), recurrent_features(z2, u, activation)
     return torch.einsum("atq,btq->abt", a, b)
 
@@ -163,6 +167,7 @@ class KernelLayer:
                 raise ValueError("u must be given for a recurrent layer")
             q = self.basis.shape[2]
             check_tensor(self.u, "u", shape=(q, q))
+            check_same_device(basis=self.basis, u=self.u)
 
     @property
     def n_basis(self) -> int:
@@ -182,6 +187,7 @@ class KernelLayer:
 
     def values(self, z: torch.Tensor) -> torch.Tensor:
         """The output-diagonal kernel values k_j(w_i, z_k) as a (p, N, t) tensor."""
+        check_same_device(basis=self.basis, z=check_tensor(z, "z", finite=False))
         if self.kind == "fc":
             k = fc_kernel(self.basis, z, self.activation)
             return k.unsqueeze(-1).expand(*k.shape, self.n_outputs)
@@ -209,6 +215,7 @@ class KernelLayer:
         ``alpha`` is the (p, t) coefficient matrix.
         """
         alpha = check_tensor(alpha, "alpha", shape=(self.n_basis, self.n_outputs))
+        check_same_device(basis=self.basis, alpha=alpha)
         return torch.einsum("ikw,iw->kw", self.values(z), alpha)
 
     def solve(self, z: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -221,6 +228,7 @@ class KernelLayer:
         """
         v = self.values(z)                                                    # (p, N, t)
         target = check_tensor(target, "target", shape=(v.shape[1], self.n_outputs))
+        check_same_device(z=z, target=target)
         check_same_dtype(z=v, target=target)
         if self.kind == "fc":
             alpha = torch.linalg.pinv(v[:, :, 0].T) @ target
@@ -241,6 +249,9 @@ def dkm_outputs(layers: list[KernelLayer], alphas: list[torch.Tensor],
     if not isinstance(alphas, (list, tuple)) or len(alphas) != len(layers):
         raise ValueError(f"alphas must be a list of {len(layers)} coefficient tensors")
     z = check_tensor(x, "x")
+    check_same_device(x=z, **{f"layers[{i}].basis": la.basis for i, la in enumerate(layers)},
+                      **{f"alphas[{i}]": check_tensor(a, f"alphas[{i}]", finite=False)
+                         for i, a in enumerate(alphas)})
     outs = []
     for layer, alpha in zip(layers, alphas):
         z = z.reshape(z.shape[0], *layer.basis.shape[1:])
@@ -272,6 +283,7 @@ def recurrent_independent_points(gamma: torch.Tensor, u: torch.Tensor, steps: in
     gamma = check_tensor(gamma, "gamma", ndim=2)
     q = gamma.shape[1]
     u = check_tensor(u, "u", shape=(q, q))
+    check_same_device(gamma=gamma, u=u)
     steps = check_int(steps, "steps", minimum=1)
     check_callable(activation, "activation")
     later = gamma - activation(gamma) @ u.T
@@ -361,6 +373,7 @@ def last_layer_solution(H: torch.Tensor, target: torch.Tensor) -> tuple[torch.Te
     """
     H = check_tensor(H, "H", ndim=2)
     target = check_tensor(target, "target", ndim=2)
+    check_same_device(H=H, target=target)
     check_same_dtype(H=H, target=target)
     if target.numel() != H.shape[1]:
         raise ValueError(f"target must have {H.shape[1]} entries (columns of H), got {target.numel()}")
@@ -390,6 +403,7 @@ def descending_path(H: torch.Tensor, alpha: torch.Tensor, target: torch.Tensor,
     H = check_tensor(H, "H", ndim=2)
     alpha = check_tensor(alpha, "alpha", ndim=2)
     target = check_tensor(target, "target", ndim=2)
+    check_same_device(H=H, alpha=alpha, target=target)
     check_same_dtype(H=H, alpha=alpha, target=target)
     n_steps = check_int(n_steps, "n_steps", minimum=2)
     if alpha.numel() != H.shape[0]:

@@ -429,6 +429,7 @@ def gradient_variance(h: torch.Tensor, J: torch.Tensor, targets: torch.Tensor,
         weights = torch.full((n,), 1.0 / n, dtype=h.dtype, device=h.device)
     else:
         check_tensor(weights, "weights", shape=(n,))
+        check_same_device(h=h, weights=weights)
         check_same_dtype(h=h, weights=weights)
         if bool((weights < 0).any()) or abs(float(weights.sum()) - 1.0) > 1e-6:
             raise ValueError("weights must be a probability vector (entries >= 0 summing to 1)")
@@ -492,10 +493,15 @@ class TwoLayerReLU:
     a: torch.Tensor
     c: float = 0.0
 
+    def __post_init__(self) -> None:
+        check_same_device(**{name: check_tensor(getattr(self, name), name, floating=False,
+                                                finite=False) for name in ("W", "b", "a")})
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor(x, "x", ndim=2)
         if x.shape[1] != self.W.shape[1]:
             raise ValueError(f"x must have {self.W.shape[1]} columns, got shape {tuple(x.shape)}")
+        check_same_device(x=x, W=self.W)
         x = x.to(self.W.dtype)
         return torch.relu(x @ self.W.T + self.b) @ self.a + self.c
 

@@ -42,6 +42,7 @@ def half_mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     check_tensor(outputs, "outputs", ndim=range(1, 8), finite=False)
     check_tensor(targets, "targets", shape=tuple(outputs.shape), dtype=outputs.dtype,
                  finite=False)
+    check_same_device(outputs=outputs, targets=targets)
     if outputs.shape[0] == 0:
         raise ValueError("outputs must hold at least one example (row)")
     return 0.5 * ((outputs - targets) ** 2).sum() / outputs.shape[0]

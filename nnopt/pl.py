@@ -40,7 +40,8 @@ from .curvature import gd_with_sharpness
 from .linalg import gershgorin_bounds
 from .ntk import empirical_ntk, ntk_matrix
 from .propagation import arccos_kernel
-from .validation import check_callable, check_int, check_positive, check_real, check_tensor
+from .validation import (check_callable, check_int, check_positive, check_real, check_same_device,
+                         check_tensor)
 
 __all__ = [
     "local_pl_coefficient", "pl_rate", "linear_rate_bound", "distance_bound", "pl_product_bound",
@@ -341,6 +342,7 @@ def mlp_feature_shift_bound(weights0: list[torch.Tensor], weights: list[torch.Te
     for i, (A0, A) in enumerate(zip(weights0, weights)):
         A0 = check_tensor(A0, f"weights0[{i}]", ndim=2).detach().to(torch.float64)
         A = check_tensor(A, f"weights[{i}]", ndim=2).detach().to(torch.float64)
+        check_same_device(x=h, **{f"weights0[{i}]": A0, f"weights[{i}]": A})
         if A0.shape != A.shape or A0.shape[1] != h.shape[1]:
             raise ValueError(f"weights[{i}] must have shape (out, {h.shape[1]}) equal to weights0[{i}], "
                              f"got {tuple(A.shape)} and {tuple(A0.shape)}")

@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .validation import check_callable, check_choice, check_int, check_positive, check_tensor
+from .validation import (check_callable, check_choice, check_int, check_positive,
+                         check_same_device, check_same_device_if_tensors, check_tensor)
 
 __all__ = [
     "ACTIVATIONS",
@@ -161,6 +162,7 @@ def q_map(q: Number, sigma_w2: Number, sigma_b2: Number, activation: str = "tanh
 
     Arguments broadcast (floats or float tensors); the result is a float when all are floats.
     """
+    check_same_device_if_tensors(q=q, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
     qt = _as_tensor(q, "q", strict=False)
     w2 = _as_tensor(sigma_w2, "sigma_w2", strict=False)
     b2 = _as_tensor(sigma_b2, "sigma_b2", strict=False)
@@ -181,6 +183,7 @@ def q_fixed_point(sigma_w2: Number, sigma_b2: Number, activation: str = "tanh", 
       q* = inf when σ_w² m₂ ≥ 1 (the lengths grow without bound or, with σ_b² = 0 and
       σ_w² m₂ = 1, every q is fixed).
     """
+    check_same_device_if_tensors(sigma_w2=sigma_w2, sigma_b2=sigma_b2)
     w2 = _as_tensor(sigma_w2, "sigma_w2", strict=False)
     b2 = _as_tensor(sigma_b2, "sigma_b2", strict=False)
     check_choice(activation, "activation", ACTIVATIONS)
@@ -234,6 +237,7 @@ def pair_moment(f: Callable[[torch.Tensor], torch.Tensor], c: Number, q: Number 
     for the ReLU itself. ``c`` and ``q`` broadcast; a float comes back when both are floats.
     """
     check_callable(f, "f")
+    check_same_device_if_tensors(c=c, q=q)
     ct = _check_c(c)
     qt = _as_tensor(q, "q", strict=False)
     return _out(_pair_moment(ct, qt, f, _check_nodes(n_nodes)), c, q)
@@ -246,6 +250,7 @@ def arccos_kernel(c: Number, q: Number = 1.0) -> Number:
     theorem and Sheppard's orthant formula. Equals q/2 at c = 1 and q/(2π) at c = 0. ``c``
     and ``q`` broadcast; a float comes back when both are floats.
     """
+    check_same_device_if_tensors(c=c, q=q)
     ct = _check_c(c)
     qt = _as_tensor(q, "q", strict=False)
     out = qt / (2 * math.pi) * (torch.sqrt(torch.clamp(1 - ct * ct, min=0.0))
@@ -263,6 +268,7 @@ def c_map(c: Number, sigma_w2: Number, sigma_b2: Number, activation: str = "tanh
     an n_nodes × n_nodes Gauss–Hermite rule; for ReLU, whose kink makes that rule converge only
     like 1/n_nodes, the closed form :func:`arccos_kernel`; for the linear map q c.
     """
+    check_same_device_if_tensors(c=c, sigma_w2=sigma_w2, sigma_b2=sigma_b2, q=q)
     ct = _check_c(c)
     w2 = _as_tensor(sigma_w2, "sigma_w2", strict=False)
     b2 = _as_tensor(sigma_b2, "sigma_b2", strict=False)
@@ -293,6 +299,7 @@ def chi1(sigma_w2: Number, sigma_b2: Number, activation: str = "tanh", *,
     ``q`` defaults to the fixed point q*. For ReLU and linear φ the value does not depend on q
     (σ_w²/2 and σ_w²), even where q* is infinite.
     """
+    check_same_device_if_tensors(sigma_w2=sigma_w2, sigma_b2=sigma_b2, q=q)
     w2 = _as_tensor(sigma_w2, "sigma_w2", strict=False)
     b2 = _as_tensor(sigma_b2, "sigma_b2", strict=False)
     check_choice(activation, "activation", ACTIVATIONS)
@@ -410,6 +417,9 @@ def input_output_jacobian(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check_tensor(x, "x", ndim=1)
+    first = next(model.parameters(), None)
+    if first is not None:
+        check_same_device(x=x, model=first)
     if isinstance(model, nn.Sequential) and all(
             isinstance(m, nn.Linear) or type(m) in _POINTWISE for m in model):
         with torch.no_grad():

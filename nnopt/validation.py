@@ -18,6 +18,7 @@ __all__ = [
     "check_tensor",
     "check_class_indices",
     "check_same_device",
+    "check_same_device_if_tensors",
     "check_same_dtype",
     "check_positive",
     "check_int",
@@ -127,6 +128,17 @@ def check_same_device(**tensors: torch.Tensor) -> torch.device:
         listing = ", ".join(f"{n} on {d}" for n, d in devices.items())
         raise ValueError(f"arguments must be on the same device, got {listing}")
     return next(iter(unique))
+
+
+def check_same_device_if_tensors(**values: object) -> None:
+    """:func:`check_same_device` over those of the named values that are tensors.
+
+    For arguments that may be a number or a tensor: numbers (and ``None``) live on no device
+    and are skipped, so fewer than two tensors always pass.
+    """
+    tensors = {name: v for name, v in values.items() if isinstance(v, torch.Tensor)}
+    if len(tensors) > 1:
+        check_same_device(**tensors)
 
 
 def check_same_dtype(**tensors: torch.Tensor) -> torch.dtype:
