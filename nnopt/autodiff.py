@@ -91,6 +91,11 @@ def _check_like(tree: object, params: Params, name: str) -> Params:
     return dict(tree)
 
 
+def _check_on_params_device(params: Params, **tensors: torch.Tensor) -> None:
+    """The named tensors live on the device of the parameters (that of the first one)."""
+    check_same_device(**tensors, params=next(iter(params.values())))
+
+
 def _check_data(x: object, y: object | None = None, params: Params | None = None) -> None:
     """Inputs x and targets y, one row per example, on one device (that of ``params`` if given)."""
     xt = check_tensor(x, "x", ndim=range(1, 8))
@@ -101,7 +106,7 @@ def _check_data(x: object, y: object | None = None, params: Params | None = None
                              f"shape {tuple(yt.shape)}")
         check_same_device(x=xt, y=yt)
     if params is not None:
-        check_same_device(x=xt, params=next(iter(params.values())))
+        _check_on_params_device(params, x=xt)
 
 
 def _resolve(model: object, params: object | None) -> tuple[nn.Module, Params]:
@@ -133,8 +138,7 @@ def functional_call(model: nn.Module, params: Mapping[str, torch.Tensor],
     """
     model = _check_model(model)
     params = _check_params(params, model)
-    check_tensor(x, "x")
-    check_same_device(x=x, params=next(iter(params.values())))
+    _check_on_params_device(params, x=check_tensor(x, "x"))
     return torch.func.functional_call(model, params, (x,))
 
 
@@ -241,9 +245,8 @@ def hvp(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
     is_flat = isinstance(v, torch.Tensor)
     if is_flat:
         check_tensor(v, "v", shape=(num_params(p),))
-        first = next(iter(p.values()))
-        check_same_dtype(v=v, params=first)  # type: ignore[arg-type]
-        check_same_device(v=v, params=first)  # type: ignore[arg-type]
+        check_same_dtype(v=v, params=next(iter(p.values())))  # type: ignore[arg-type]
+        _check_on_params_device(p, v=v)  # type: ignore[arg-type]
         vd = unflatten(v, p)  # type: ignore[arg-type]
     else:
         vd = _check_like(v, p, "v")
@@ -260,12 +263,9 @@ def jvp(model: nn.Module, x: torch.Tensor, v: torch.Tensor | Mapping[str, torch.
     shape of f(x; w).
     """
     model, p = _resolve(model, params)
-    check_tensor(x, "x")
-    first = next(iter(p.values()))
-    check_same_device(x=x, params=first)
+    _check_on_params_device(p, x=check_tensor(x, "x"))
     if isinstance(v, torch.Tensor):
-        check_tensor(v, "v", shape=(num_params(p),))
-        check_same_device(v=v, params=first)
+        _check_on_params_device(p, v=check_tensor(v, "v", shape=(num_params(p),)))
         vd = unflatten(v, p)
     else:
         vd = _check_like(v, p, "v")
@@ -282,8 +282,7 @@ def vjp(model: nn.Module, x: torch.Tensor, u: torch.Tensor,
     parameter dict if ``flat=False``).
     """
     model, p = _resolve(model, params)
-    check_tensor(x, "x")
-    check_same_device(x=x, params=next(iter(p.values())))
+    _check_on_params_device(p, x=check_tensor(x, "x"))
     out, pullback = torch.func.vjp(  # type: ignore[misc]
         lambda q: torch.func.functional_call(model, q, (x,)), p)
     check_tensor(u, "u", shape=tuple(out.shape))

@@ -41,6 +41,7 @@ from .dense_hvp import DenseNetworkHessian, dense_layers
 from .autodiff import (
     Params,
     _check_data,
+    _check_on_params_device,
     _check_loss_fn,
     _resolve,
     _scalar_loss,
@@ -149,10 +150,7 @@ class HessianOperator(linalg.StoredShapeOperator):
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """∇²L(w) v for a flat vector v of length P."""
-        check_tensor(v, "v", shape=(self._size,))
-        if v.device != self._device:
-            raise ValueError(f"v must be on {self._device} (the device of the parameters), got "
-                             f"{v.device}")
+        _check_on_params_device(self.params, v=check_tensor(v, "v", shape=(self._size,)))
         self.n_matvecs += 1
         if self.method == "layerwise":
             return self._dense.hvp(v.to(self._dtype).contiguous())

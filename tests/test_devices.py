@@ -89,7 +89,7 @@ CASES: list[tuple[str, str, str, Callable[[], object]]] = [
     ("autodiff.vjp", "u", "u on meta",
      lambda: autodiff.vjp(tanh_net(), x_y()[0], meta(x_y()[1]))),
     # curvature
-    ("curvature.HessianOperator.matvec", "v", "v must be on cpu",
+    ("curvature.HessianOperator.matvec", "v", "v on meta",
      lambda: hessian_operator().matvec(meta(randn(flat_size(tanh_net()))))),
     ("curvature.gd_with_sharpness", "params", "params on meta",
      lambda: curvature.gd_with_sharpness(tanh_net(), half_mse, *x_y(), lr=0.1, steps=2,
