@@ -21,7 +21,7 @@ gradient descent on a network it rises until it reaches about 2/η and then hove
 * :func:`gd_with_sharpness` — full-batch gradient descent that estimates the sharpness every
   few steps, warm-starting Lanczos from the previous eigenvector.
 * :func:`hvp_to_gradient_macs` — what an exact Hessian-vector product costs against a gradient
-  on a dense network, counted in multiply-adds.
+  on a dense network, counted in multiply-adds; :func:`matmul_macs` measures the count of a call.
 * :func:`nnopt.autodiff.hvp` — a single Hessian-vector product (re-exported from :mod:`nnopt.autodiff`).
 """
 
@@ -35,6 +35,7 @@ from fractions import Fraction
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import linalg
 from .dense_hvp import DenseNetworkHessian, dense_layers
@@ -67,6 +68,7 @@ __all__ = [
     "gd_with_sharpness",
     "hvp",
     "hvp_to_gradient_macs",
+    "matmul_macs",
     "COLD_MIN_HVP",
 ]
 
@@ -203,6 +205,46 @@ def hvp_to_gradient_macs(widths: Sequence[int]) -> Fraction:
     d = [check_int(w, f"widths[{i}]", minimum=1) for i, w in enumerate(widths)]
     m = [a * b for a, b in zip(d[:-1], d[1:])]
     return Fraction(2 * m[0] + 6 * sum(m[1:]), 2 * m[0] + 3 * sum(m[1:]))
+
+
+_aten = torch.ops.aten
+# (operator, positions of the two factors in its arguments): the dense products whose
+# multiply-adds matmul_macs counts
+_PRODUCTS = {_aten.mm: (0, 1), _aten.addmm: (1, 2), _aten.addmm_: (1, 2), _aten.bmm: (0, 1),
+             _aten.baddbmm: (1, 2), _aten.baddbmm_: (1, 2), _aten.mv: (0, 1), _aten.addmv: (1, 2),
+             _aten.addmv_: (1, 2), _aten.dot: (0, 1)}
+
+
+class _CountProducts(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.macs = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        where = _PRODUCTS.get(func.overloadpacket)
+        if where is not None:
+            a, b = args[where[0]], args[where[1]]
+            # (…, n, k) @ (…, k, m): batch · n · k · m; a vector factor counts as m = 1
+            m = b.shape[-1] if b.ndim >= 2 else 1
+            self.macs += math.prod(a.shape) * m
+        return func(*args, **(kwargs or {}))
+
+
+def matmul_macs(fn: Callable[[], object]) -> int:
+    """Multiply-adds of the dense matrix products that one call of ``fn()`` performs.
+
+    Counts every ``mm``, ``addmm`` (also in place and with ``out=``), ``bmm``, ``baddbmm``,
+    ``mv``, ``addmv`` and ``dot`` dispatched while ``fn`` runs, backward passes included, as
+    n·k·m for an (n × k)·(k × m) product. It measures what an implementation computes, to check
+    a count such as :func:`hvp_to_gradient_macs` against the code (the book's chapter 3 does).
+    Products done in other ways (``einsum`` lowers to ``bmm``; convolutions are not counted) and
+    elementwise work are outside the count.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    with _CountProducts() as counter:
+        fn()
+    return counter.macs
 
 
 @dataclass
@@ -392,7 +434,9 @@ class GDTrace:
 def gd_with_sharpness(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, *,
                       lr: float, steps: int, every: int | None = 25, tol: float = 1e-3,
                       seed: int = 0, warm: bool = True, max_hvp: int = 100,
-                      params: Mapping[str, torch.Tensor] | None = None) -> GDTrace:
+                      params: Mapping[str, torch.Tensor] | None = None,
+                      callback: Callable[[int, Params, SharpnessResult], None] | None = None
+                      ) -> GDTrace:
     """Full-batch gradient descent w_{t+1} = w_t − η ∇L(w_t) (Chiang eq. 10.5), tracking sharpness.
 
     Every ``every`` steps (``None``: never) it estimates λmax(∇²L(w_t)) with
@@ -400,9 +444,14 @@ def gd_with_sharpness(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: tor
     ``warm``; the gradient computed for the Hessian operator is reused for that step, so a
     tracked step costs one gradient plus the Hessian-vector products. Works on a copy of
     the parameters (the module is not changed); stops early, with ``diverged=True``, if the
-    loss stops being finite.
+    loss stops being finite. ``callback(t, w_t, result)``, if given, is called after each estimate
+    with the step, the parameters at that step (the live tensors, updated in place by later steps:
+    copy what you keep) and the :class:`SharpnessResult`, for example to check the estimates
+    against an independent reference.
     """
     model, p = _resolve(model, params)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     loss_fn = _check_loss_fn(loss_fn)
     _check_data(x, y, p)
     lr = check_positive(lr, "lr")
@@ -429,6 +478,8 @@ def gd_with_sharpness(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: tor
             trace.error_bounds.append(res.error_bound)
             trace.n_hvp.append(res.n_hvp)
             trace.converged.append(res.converged)
+            if callback is not None:
+                callback(t, w, res)
             loss_t, grads = op.loss, list(unflatten(op.grad, w).values())
             del op
         else:

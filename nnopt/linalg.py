@@ -181,7 +181,9 @@ class EigenResult:
     vector
         The unit vector v with Rayleigh quotient θ = vᵀ A v.
     residual
-        ‖A v − θ v‖; for a symmetric A some eigenvalue lies within this distance of θ.
+        A bound on ‖A v − θ v‖ (for a symmetric A some eigenvalue lies within ‖A v − θ v‖ of θ):
+        computed directly by power iteration; for Lanczos the recurrence's |β_m e_mᵀ s| plus a
+        rounding allowance (see :func:`lanczos`).
     n_matvecs
         How many products A v were used.
     converged
@@ -311,8 +313,11 @@ def lanczos(A: object, k: int = 1, *, v0: torch.Tensor | None = None, tol: float
     orthogonalised twice against all previous ones, so the basis stays orthonormal to
     working precision and no spurious copies of converged Ritz values appear). The
     recurrence A Q_m = Q_m T_m + β_m q_{m+1} e_mᵀ with tridiagonal T_m gives, for each
-    eigenpair (θ_i, s_i) of T_m, the Ritz vector u_i = Q_m s_i and the residual norm
-    ‖A u_i − θ_i u_i‖ = |β_m| |e_mᵀ s_i| without another product.
+    eigenpair (θ_i, s_i) of T_m, the Ritz vector u_i = Q_m s_i and, in exact arithmetic, the
+    residual norm ‖A u_i − θ_i u_i‖ = |β_m| |e_mᵀ s_i| without another product. In floating
+    point the recurrence holds only up to rounding errors of order ε‖A‖ per step (Paige), so the
+    reported residual adds the allowance m·ε·max_i|θ_i| (ε the dtype's machine epsilon) to
+    |β_m e_mᵀ s_i|; without it a converged Krylov space would report a bound of exactly 0.
 
     The Ritz values never exceed λmax (Rayleigh–Ritz), and a more negative eigenvalue of
     larger magnitude does not attract the top Ritz value as it attracts power iteration.
@@ -348,7 +353,8 @@ def lanczos(A: object, k: int = 1, *, v0: torch.Tensor | None = None, tol: float
     beta = np.zeros(m_max)
     Q[0] = q
     history: list[float] = []
-    breakdown_tol = 1e3 * torch.finfo(op.dtype).eps
+    eps = torch.finfo(op.dtype).eps
+    breakdown_tol = 1e3 * eps
     scale = 0.0  # running estimate of ‖A‖ for the breakdown test
     theta = np.zeros(0)
     S = np.zeros((0, 0))
@@ -369,9 +375,9 @@ def lanczos(A: object, k: int = 1, *, v0: torch.Tensor | None = None, tol: float
         history.append(float(theta[0]))
         scale = max(scale, float(np.abs(theta).max()))
         kk = min(k, m)
-        res = np.abs(b * S[m - 1, :kk])
+        res = np.abs(b * S[m - 1, :kk]) + m * eps * scale
         # breakdown: the Krylov space is invariant to working precision, the Ritz values are
-        # eigenvalues; the (tiny) residual |β_m s_m| is still reported as the bound
+        # eigenvalues; the (tiny) residual |β_m s_m| plus the rounding allowance is the bound
         invariant = b <= breakdown_tol * max(scale, 1e-300)
         if m >= k and m >= min_iter:
             ok = bool((res <= tol * np.abs(theta[:kk])).all())
@@ -384,7 +390,7 @@ def lanczos(A: object, k: int = 1, *, v0: torch.Tensor | None = None, tol: float
 
     kk = min(k, m)
     values = torch.from_numpy(theta[:kk])
-    residuals = torch.from_numpy(np.abs(beta[m - 1] * S[m - 1, :kk]))
+    residuals = torch.from_numpy(np.abs(beta[m - 1] * S[m - 1, :kk]) + m * eps * scale)
     coeffs = torch.from_numpy(S[:, :kk].copy()).to(dtype=op.dtype, device=op.device)
     vectors = Q[:m].T @ coeffs
     vectors = vectors / torch.linalg.vector_norm(vectors, dim=0, keepdim=True)

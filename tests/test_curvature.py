@@ -272,3 +272,52 @@ def test_gd_with_sharpness_stops_when_a_tracked_step_overflows():
     assert run.diverged and len(run.loss) < 1000 and math.isnan(run.loss[-1])
     assert all(math.isfinite(v) for v in run.loss[:-1])
     assert len(run.sharpness) == len(run.loss) - 1  # the overflowed step has no estimate
+
+
+def test_matmul_macs_measures_the_layer_count():
+    """The layerwise HVP and a gradient perform exactly the products hvp_to_gradient_macs counts."""
+    from fractions import Fraction
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 7), nn.Tanh(), nn.Linear(7, 5), nn.Tanh(), nn.Linear(5, 3)).to(D)
+    x = torch.randn(11, 6, dtype=D)
+    y = torch.randn(11, 3, dtype=D)
+    op = curvature.HessianOperator(net, mse, x, y)
+    assert op.method == "layerwise"
+    v = torch.randn(op.size, dtype=D)
+    hvp = curvature.matmul_macs(lambda: op.matvec(v))
+    grad = curvature.matmul_macs(lambda: autodiff.gradient(net, mse, x, y, flat=True))
+    n, m = 11, [6 * 7, 7 * 5, 5 * 3]
+    assert grad == n * (2 * m[0] + 3 * (m[1] + m[2]))        # forward, weight and input gradients
+    assert Fraction(hvp, grad) == curvature.hvp_to_gradient_macs([6, 7, 5, 3])
+    # shapes: (n × k)(k × m) → nkm, batched and matrix-vector products too, nothing for elementwise
+    assert curvature.matmul_macs(lambda: torch.ones(3, 4) @ torch.ones(4, 5)) == 60
+    assert curvature.matmul_macs(lambda: torch.ones(2, 3, 4) @ torch.ones(2, 4, 5)) == 120
+    assert curvature.matmul_macs(lambda: torch.ones(3, 4) @ torch.ones(4)) == 12
+    assert curvature.matmul_macs(lambda: torch.ones(3, 4) * 2) == 0
+    with pytest.raises(TypeError, match="fn"):
+        curvature.matmul_macs(42)
+
+
+def test_lanczos_bound_covers_the_computed_residual():
+    """The recurrence's |β_m e_mᵀ s| is exact only in exact arithmetic: the reported bound adds a
+    rounding allowance, so it is never below the directly computed residual (float32 and 64)."""
+    for dtype in (torch.float32, torch.float64):
+        A = sym_with_spectrum([float(i) for i in range(1, 31)], 4).to(dtype)
+        r = linalg.lanczos(A, tol=1e-12, seed=0, max_iter=30)    # the Krylov space becomes the whole space
+        true = float(torch.linalg.vector_norm(A @ r.vector - r.value * r.vector))
+        assert r.residual >= true > 0
+        assert r.residual <= 30 * 30 * torch.finfo(dtype).eps * 30 + true   # the allowance is small
+
+
+def test_gd_with_sharpness_callback():
+    A = sym_with_spectrum([4.0, 2.0, 1.0, 0.5], 2)
+    model = Quadratic(A, b=torch.ones(4, dtype=D))
+    x, y = torch.zeros(2, 1, dtype=D), torch.zeros(2, dtype=D)
+    seen = []
+    trace = curvature.gd_with_sharpness(model, mean_loss, x, y, lr=0.1, steps=60, every=20,
+                                        callback=lambda t, w, r: seen.append((t, w["w"].clone(), r.value)))
+    assert [t for t, _, _ in seen] == trace.sharpness_steps == [0, 20, 40]
+    assert [v for _, _, v in seen] == trace.sharpness
+    assert torch.equal(seen[0][1], Quadratic(A).w) and not torch.equal(seen[1][1], seen[0][1])
+    with pytest.raises(TypeError, match="callback"):
+        curvature.gd_with_sharpness(model, mean_loss, x, y, lr=0.1, steps=3, callback=1)
