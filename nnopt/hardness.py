@@ -238,8 +238,10 @@ def subset_sum_dp(a: object, t: object) -> SubsetSumResult:
 def no_instance_lower_bound(a: object) -> float:
     """Lower bound 1 / (1 + 4‖a‖²) on min L for a no-instance of Theorem 10.3's loss.
 
-    Proof (chapter 4): round each wᵢ to the nearest rᵢ ∈ {0, 1}, δᵢ = |wᵢ − rᵢ| ≤ ½. Then
-    (wᵢ(1 − wᵢ))² ≥ δᵢ²/4, and since Σ rᵢaᵢ − t is a nonzero integer,
+    Proof (chapter 4): round each wᵢ to the nearest rᵢ ∈ {0, 1}, δᵢ = |wᵢ − rᵢ| (at most ½ only
+    for wᵢ ∈ [−½, 3/2]; wᵢ = 3 gives δᵢ = 2). Then (wᵢ(1 − wᵢ))² ≥ δᵢ²/4 for every real wᵢ: for
+    wᵢ = δ ≤ ½ it is δ²(1 − δ)², for wᵢ = −δ with any δ ≥ 0 it is δ²(1 + δ)², and w ↦ 1 − w gives
+    the other side of ½. Since Σ rᵢaᵢ − t is a nonzero integer,
     |Σ wᵢaᵢ − t| ≥ 1 − Σ aᵢδᵢ. With s = Σ aᵢδᵢ ≤ ‖a‖ ‖δ‖ this gives
     L ≥ (1 − s)₊² + s²/(4‖a‖²) ≥ 1/(1 + 4‖a‖²). A sharpening of Chiang's "L(w) > 0 for all w".
     """

@@ -7,7 +7,8 @@ Strict saddles (Ma §8.2)
     * :func:`strict_saddle_report` — which of the three cases of Ma Def. 8.4 each point meets:
       ‖∇f(x)‖₂ ≥ α, λ_min(∇²f(x)) ≤ −β, or ‖x − x⋆‖₂ ≤ γ for a local minimum x⋆.
     * :func:`perturbed_gradient_descent` — gradient descent that adds a random kick from a ball
-      whenever the gradient is small (the escape mechanism behind Ma Thm. 8.5).
+      whenever the gradient is small (the escape mechanism of Jin et al. 2017 behind the corrected
+      Ma Thm. 8.5; plain gradient descent, which Ma lists, has no polynomial-time guarantee).
 
 PCA (Ma §8.3.1, eqs 8.1–8.10)
     * g(x) = ½‖M − xxᵀ‖²_F (eq. 8.1): :func:`pca_loss`; ∇g(x) = −2(M − xxᵀ)x: :func:`pca_gradient`
@@ -633,8 +634,9 @@ def perturbed_gradient_descent(
 
     Before step t, a run whose gradient norm is ≤ ``grad_threshold`` and that was last kicked
     at least ``wait`` steps ago gets x ← x + ξ, ξ uniform in the ball of radius ``radius``
-    (the perturbation of Jin et al. that turns Ma Thm. 8.5's "gradient descent" into an
-    algorithm that escapes strict saddles in polynomial time). ``radius=0`` is plain GD.
+    (the perturbation of Jin et al. 2017, which escapes strict saddles in polynomial time; Ma
+    Thm. 8.5 names plain gradient descent, which does not, see the erratum in the strict-saddles
+    chapter). ``radius=0`` is plain GD.
     There is no stopping rule: near a local minimum the runs keep being kicked and stay within
     about ``radius`` of it.
 

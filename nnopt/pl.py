@@ -209,8 +209,9 @@ def ntk_conditioning(model: nn.Module, x: torch.Tensor) -> Conditioning:
     """Conditioning of the tangent kernel K = J Jᵀ of Lemma 2 (Balboni eq. 4.9, K^{m;θ}).
 
     K is the (n·O) × (n·O) empirical NTK of ``model`` on ``x`` (:func:`nnopt.ntk.empirical_ntk`
-    flattened by :func:`nnopt.ntk.ntk_matrix`); its smallest eigenvalue times μ is the PL
-    constant of L∘F in Lemma 2.
+    flattened by :func:`nnopt.ntk.ntk_matrix`). Lemma 2 (with its factor 2 restored, book
+    chapter 8) makes its smallest eigenvalue times the loss's PL constant μ a PL constant of L∘F
+    at this point: a lower bound on the local PL coefficient of L∘F, not its value.
     """
     return kernel_conditioning(ntk_matrix(empirical_ntk(model, x)))
 
