@@ -258,7 +258,8 @@ class SharpnessResult:
     vector
         The unit Ritz vector u (flat, length P) with θ = uᵀ ∇²L(w) u.
     residual
-        ‖∇²L(w) u − θ u‖; some eigenvalue of ∇²L(w) lies within this of θ.
+        A bound on ‖∇²L(w) u − θ u‖ (Lanczos's recurrence value plus a rounding allowance, see
+        :func:`nnopt.linalg.lanczos`); some eigenvalue of ∇²L(w) lies within this of θ.
     error_bound
         The certified absolute error (equal to ``residual``).
     n_hvp
